@@ -1,0 +1,1 @@
+"""Subcommands that are not a library of their own."""

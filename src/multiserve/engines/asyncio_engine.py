@@ -1,0 +1,422 @@
+"""``asyncio``: coroutines on one event loop (uvloop when installed, ``--no-uvloop`` to opt out).
+
+Connections are ``asyncio.Protocol`` objects rather than streams: a request that a cheap,
+non-blocking service answers (``upper``, ``echo``) is answered inside ``data_received`` with no
+task, future or buffer copy, which is where the stream API spends its time. Anything else goes
+through one worker coroutine per connection, so replies stay in request order: coroutine services
+are awaited, blocking ones run on a thread pool (``--threads``, default 16), CPU-bound ones on the
+process pool when the engine has one (``hybrid``) and on the thread pool otherwise.
+
+Timeouts cost nothing per request: each connection has one timer, re-armed lazily when it fires
+(it compares the deadline to the time of the last byte, which ``data_received`` records).
+The ``hybrid`` engine's workers reuse this module's :func:`serve_forever`.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+from ..protocol import error_reply
+from ..session import CallPlan, Session
+from .base import LINGER_BYTES, LINGER_SECONDS, AcceptErrorLog, Engine, describe_peer
+from .loops import loop_name, new_event_loop
+
+log = logging.getLogger("multiserve")
+
+# Backpressure: stop reading from a client whose unsent replies pass 64 KiB (the high-water mark
+# the issue names, and asyncio's own default), or whose queued requests pass this many.
+WRITE_HIGH_WATER = 64 * 1024
+QUEUE_HIGH_WATER = 1024
+DEFAULT_BLOCKING_THREADS = 16
+IDLE_TIMEOUT = error_reply("idle timeout")
+REQUEST_TIMEOUT = error_reply("request timeout")
+
+
+class ServerState:
+    """What every connection of one serving process shares."""
+
+    def __init__(self, service, config, stats, *, cpu_executor=None, on_request=None):
+        self.service = service
+        self.plan = CallPlan(service)
+        self.config = config
+        self.stats = stats
+        self.loop = asyncio.get_running_loop()
+        self.threads = ThreadPoolExecutor(config.threads_or(DEFAULT_BLOCKING_THREADS), thread_name_prefix="blocking")
+        self.cpu_executor = cpu_executor or self.threads
+        self.connections: set[LineProtocol] = set()
+        self.stopping = False
+        self.all_closed = asyncio.Event()
+        self.on_close = None  # called with no argument when a connection ends
+        self.on_request = on_request
+
+    def shutdown(self) -> None:
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+class LineProtocol(asyncio.Protocol):
+    __slots__ = (
+        "state", "transport", "session", "queue", "worker", "last_active", "request_started",
+        "timer", "timer_at", "write_paused_at", "reading_paused", "closing", "error", "discarded",
+    )
+
+    def __init__(self, state: ServerState):
+        self.state = state
+        self.transport = None
+        self.session = None
+        self.queue = None
+        self.worker = None
+        self.request_started = None
+        self.timer = None
+        self.write_paused_at = None
+        self.reading_paused = False
+        self.closing = False  # no more requests: finish the queue, then close
+        self.error = 0
+        self.discarded = -1  # >= 0 while discarding input after an ERR line
+
+    # -- life cycle ---------------------------------------------------------------------
+    def connection_made(self, transport):
+        state = self.state
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        try:
+            self.session = Session(state.service, state.config.max_line,
+                                   transport.get_extra_info("peername"), state.plan)
+        except Exception as exc:
+            log.error("service setup() failed: %s: %s", type(exc).__name__, exc)
+            self.error = 1
+            transport.abort()
+            return
+        state.connections.add(self)
+        self.last_active = now = state.loop.time()
+        self._arm(now + state.config.idle_timeout)
+
+    def connection_lost(self, exc):
+        state = self.state
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.worker is not None:
+            self.worker.cancel()
+        if exc is not None and not self.error:
+            self.error = 1
+            log.info("connection %s: %s", self._peer(), _reason(exc))
+        session = self.session
+        if session is not None:
+            session.finish()
+            state.stats.add(connections=1, requests=session.requests, errors=self.error)
+        state.connections.discard(self)
+        if state.on_close is not None:
+            state.on_close()
+        if state.stopping and not state.connections:
+            state.all_closed.set()
+
+    # -- reading ------------------------------------------------------------------------
+    def data_received(self, data):
+        if self.discarded >= 0:
+            self.discarded += len(data)
+            if self.discarded > LINGER_BYTES:
+                self.transport.abort()
+            return
+        if self.closing:
+            return
+        state = self.state
+        self.last_active = state.loop.time()
+        session = self.session
+        lines = session.receive(data)
+        if lines:
+            if self.worker is None and state.plan.inline and not state.stopping:
+                handle = session.handle
+                if len(lines) == 1:
+                    self.transport.write(handle(lines[0]))
+                else:
+                    self.transport.write(b"".join([handle(line) for line in lines]))
+                if state.on_request is not None:
+                    state.on_request(len(lines))
+            else:
+                self._enqueue(lines)
+        if session.failed:
+            log.info("connection %s: %s", self._peer(), session.framer.error)
+            self._finish_then(session.error)
+            return
+        if session.pending:
+            if self.request_started is None:
+                self.request_started = self.last_active
+                deadline = self.last_active + state.config.request_timeout
+                if deadline < self.timer_at:
+                    self._arm(deadline)
+        else:
+            self.request_started = None
+
+    def eof_received(self):
+        if self.discarded >= 0:
+            self.transport.close()
+            return True
+        last = self.session.eof()
+        if last is not None and not self.closing:
+            self._enqueue([last])
+        self._finish_then(None)
+        return True  # we close once the replies are written
+
+    # -- the worker: one per connection, only for services that cannot answer inline --------
+    def _enqueue(self, lines):
+        if self.queue is None:
+            self.queue = collections.deque()
+        self.queue.extend(lines)
+        if len(self.queue) > QUEUE_HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        if self.worker is None:
+            self.worker = self.state.loop.create_task(self._work())
+
+    async def _work(self):
+        state = self.state
+        plan = state.plan
+        session = self.session
+        loop = state.loop
+        queue = self.queue
+        try:
+            while queue:
+                line = queue.popleft()
+                if plan.coroutine:
+                    reply = await session.handle_async(line)
+                elif plan.cpu:
+                    session.count_request()
+                    reply = await loop.run_in_executor(state.cpu_executor, _call_cpu, state.service, line)
+                elif plan.blocking:
+                    reply = await loop.run_in_executor(state.threads, session.handle, line)
+                else:
+                    reply = session.handle(line)
+                if self.transport.is_closing():
+                    return
+                self.transport.write(reply)
+                self.last_active = loop.time()
+                if state.on_request is not None:
+                    state.on_request(1)
+                if self.reading_paused and len(queue) < QUEUE_HIGH_WATER // 2 and self.write_paused_at is None:
+                    self.reading_paused = False
+                    self.transport.resume_reading()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a pool that broke (e.g. a CPU worker killed): one line, close
+            log.error("connection %s: %s: %s", self._peer(), type(exc).__name__, exc)
+            self.error = 1
+            self.transport.abort()
+            return
+        finally:
+            self.worker = None
+        if self.closing:
+            self._close_now()
+
+    # -- closing ------------------------------------------------------------------------------
+    def _finish_then(self, error: bytes | None):
+        """No more requests: answer what is queued, then close (after ``error`` if given)."""
+        self.closing = True
+        if error is not None:
+            self.error = 1
+            self.closing = error
+        if self.worker is None:
+            self._close_now()
+
+    def _close_now(self):
+        error = self.closing if isinstance(self.closing, bytes) else None
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if error is None:
+            transport.close()  # flushes what is buffered first
+            return
+        # Deliver the ERR line: send it, shut down our side, discard what the client still
+        # sends until it closes (bounded), then close; see engines.base.close_with_error.
+        transport.write(error)
+        self.discarded = 0
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.state.loop.call_later(LINGER_SECONDS, transport.close)
+
+    # -- timers -------------------------------------------------------------------------------
+    def _arm(self, when: float):
+        self.timer_at = when
+        self.timer = self.state.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self):
+        self.timer = None
+        if self.transport.is_closing():
+            return
+        config = self.state.config
+        now = self.state.loop.time()
+        if self.write_paused_at is not None and now - self.write_paused_at >= config.idle_timeout:
+            log.info("connection %s: send made no progress for %.0fs (client not reading); closed",
+                     self._peer(), config.idle_timeout)
+            self.error = 1
+            self.transport.abort()
+            return
+        if self.request_started is not None and now >= self.request_started + config.request_timeout:
+            log.info("connection %s: request timeout", self._peer())
+            self.request_started = None
+            self._finish_then(REQUEST_TIMEOUT)
+            return
+        busy = self.worker is not None
+        if not busy and self.write_paused_at is None and now >= self.last_active + config.idle_timeout:
+            log.info("connection %s: idle timeout", self._peer())
+            self._finish_then(IDLE_TIMEOUT)
+            return
+        deadline = (self.last_active if not busy else now) + config.idle_timeout
+        if self.request_started is not None:
+            deadline = min(deadline, self.request_started + config.request_timeout)
+        if self.write_paused_at is not None:
+            deadline = min(deadline, self.write_paused_at + config.idle_timeout)
+        self._arm(max(deadline, now + 0.001))
+
+    # -- backpressure from the transport -----------------------------------------------------
+    def pause_writing(self):
+        self.write_paused_at = self.state.loop.time()
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        deadline = self.write_paused_at + self.state.config.idle_timeout
+        if deadline < self.timer_at and self.timer is not None:
+            self.timer.cancel()
+            self._arm(deadline)
+
+    def resume_writing(self):
+        self.write_paused_at = None
+        if self.reading_paused and (self.queue is None or len(self.queue) < QUEUE_HIGH_WATER // 2):
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # -- stop -----------------------------------------------------------------------------------
+    def stop(self):
+        """Graceful stop: finish the requests already received, then close."""
+        if not self.closing:
+            self._finish_then(None)
+
+    def _peer(self) -> str:
+        return describe_peer(self.session.conn.peer if self.session else None)
+
+
+def _call_cpu(service, line):
+    return service.handle(line, None)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "reset by client"
+    if isinstance(exc, BrokenPipeError):
+        return "client went away mid-write"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def serve_forever(listener: socket.socket, state: ServerState, stop: asyncio.Event, *, ready=None) -> None:
+    """Accept on ``listener`` until ``stop`` is set, then drain gracefully.
+
+    Accepting is ours, not ``loop.create_server``'s, for two reasons: past ``--max-conns`` we stop
+    reading the listener (clients wait in the backlog), and on stop we accept what the kernel
+    already queued in the backlog before closing it, so no connection the kernel accepted is
+    reset. The caller owns ``listener``.
+    """
+    loop = state.loop
+    config = state.config
+    listener.setblocking(False)
+    fd = listener.fileno()
+    errors = AcceptErrorLog()
+    listening = False
+
+    def can_accept() -> bool:
+        return not config.max_conns or len(state.connections) + pending[0] < config.max_conns
+
+    pending = [0]  # accepted sockets whose transport is not made yet
+
+    def start_listening():
+        nonlocal listening
+        if not listening and not state.stopping and can_accept():
+            listening = True
+            loop.add_reader(fd, accept_some)
+
+    def stop_listening():
+        nonlocal listening
+        if listening:
+            listening = False
+            loop.remove_reader(fd)
+
+    async def adopt(sock):
+        try:
+            await loop.connect_accepted_socket(lambda: LineProtocol(state), sock)
+        except OSError as exc:
+            log.info("connection setup failed: %s", exc)
+            sock.close()
+        finally:
+            pending[0] -= 1
+        if not can_accept():
+            stop_listening()
+
+    def accept_some(limit=64):
+        for _ in range(limit):
+            if not can_accept():
+                stop_listening()
+                return
+            try:
+                sock, _peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if errors.failed(exc):
+                    stop_listening()
+                    loop.call_later(0.1, start_listening)
+                    return
+                raise
+            errors.succeeded()
+            pending[0] += 1
+            loop.create_task(adopt(sock))
+
+    state.on_close = start_listening
+    start_listening()
+    if ready is not None:
+        ready()
+    await stop.wait()
+    state.stopping = True
+    stop_listening()
+    # Connections the kernel accepted but we have not: take them in, so they are served.
+    accept_some(limit=config.backlog)
+    for _ in range(3):  # let requests already read by the loop reach their protocol
+        await asyncio.sleep(0)
+    for conn in list(state.connections):
+        conn.stop()
+    if state.connections or pending[0]:
+        try:
+            await asyncio.wait_for(state.all_closed.wait(), config.grace)
+        except asyncio.TimeoutError:
+            log.warning("grace period of %.1fs over: closing %d connections still busy",
+                        config.grace, len(state.connections))
+            for conn in list(state.connections):
+                conn.transport.abort()
+            await asyncio.sleep(0)
+    state.shutdown()
+
+
+class AsyncioEngine(Engine):
+    name = "asyncio"
+
+    def serve(self, listener, service, *, ready, stats):
+        loop = new_event_loop(self.config.uvloop)
+        asyncio.set_event_loop(loop)
+        log.debug("event loop: %s", loop_name(loop))
+        try:
+            loop.run_until_complete(self._main(listener, service, ready, stats))
+        finally:
+            loop.close()
+
+    async def _main(self, listener, service, ready, stats):
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        state = ServerState(service, self.config, stats)
+        await serve_forever(listener, state, stop, ready=ready)

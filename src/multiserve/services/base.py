@@ -1,0 +1,70 @@
+"""The service interface: what a user writes to serve a line protocol under any engine.
+
+A service answers one request line with reply bytes. It never knows which engine runs it: the
+engine decides *where* a call runs (inline, on a thread pool, in a process pool), guided by two
+class attributes the service declares:
+
+``blocking``
+    ``handle`` may block (a database call, ``time.sleep``). Event-loop engines run it on a thread
+    pool, never on the loop. Default True: the safe assumption for user code.
+``cpu_bound``
+    ``handle`` burns CPU in Python. Engines with a process pool (``hybrid``) send the call there,
+    so it must not depend on the per-connection object: it is called as ``handle(request, None)``
+    in another process, and the service must pickle.
+
+A service may instead (or also) define ``async def handle_async(self, request, conn)``. Event-loop
+engines await it; the other engines run it on a per-thread event loop. If only ``handle_async``
+exists, every engine still serves the service.
+
+Per-connection life cycle, in the spirit of socketserver's ``setup()/handle()/finish()``:
+``setup(conn)`` once when a client connects, ``handle`` per request, ``finish(conn)`` once when it
+leaves (also after errors). ``conn`` is a :class:`Connection`: it carries ``peer`` and a free
+attribute namespace ``state`` for the service's own per-connection data.
+
+What may be overridden: ``setup``, ``handle``, ``handle_async``, ``finish``, ``open``/``close``
+(once per serving process, e.g. to open a database pool after a fork), and the two flags.
+"""
+from __future__ import annotations
+
+import types
+
+
+class Connection:
+    """One client, as a service sees it. ``state`` is the service's to fill."""
+
+    __slots__ = ("peer", "state")
+
+    def __init__(self, peer=None):
+        self.peer = peer
+        self.state = types.SimpleNamespace()
+
+
+class Service:
+    """Base class of every service. Subclass it and override ``handle`` (or ``handle_async``)."""
+
+    blocking = True
+    cpu_bound = False
+
+    def open(self) -> None:
+        """Once per serving process, before the first connection (after any fork)."""
+
+    def close(self) -> None:
+        """Once per serving process, at exit."""
+
+    def setup(self, conn: Connection) -> None:
+        """A client connected."""
+
+    def handle(self, request: bytes, conn: Connection | None) -> bytes:
+        """Return the reply to one request line (which ends in ``\\n``, except a final one)."""
+        raise NotImplementedError
+
+    def finish(self, conn: Connection) -> None:
+        """The client left (or was closed); called exactly once per ``setup``."""
+
+
+def has_sync_handle(service) -> bool:
+    return type(service).handle is not Service.handle if isinstance(service, Service) else hasattr(service, "handle")
+
+
+def has_async_handle(service) -> bool:
+    return callable(getattr(service, "handle_async", None))

@@ -1,0 +1,136 @@
+"""A real multiserve server in a subprocess, for tests and tools."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+READY = re.compile(rb"multiserve listening on (\S+):(\d+) engine=(\S+) pid=(\d+)")
+
+
+class ServerProcess:
+    """A started server: ``host``, ``port``, ``proc``; ``stop()`` sends SIGTERM and waits.
+
+    The process runs in its own session (process group), so ``kill()`` can also reach children
+    that a process or hybrid engine forked, by the group's id, never by name.
+    """
+
+    def __init__(self, args, *, env=None, ready_timeout: float = 20.0, cwd=None):
+        self.args = list(args)
+        cmd = [sys.executable, "-m", "multiserve", "serve", *self.args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True
+        )
+        self.stderr_lines: list[bytes] = []
+        self.host, self.port = self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float):
+        deadline = time.monotonic() + timeout
+        buf = b""
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            m = READY.search(buf)
+            if m:
+                return m.group(1).decode(), int(m.group(2))
+        self.kill()
+        err = self.proc.stderr.read().decode(errors="replace")
+        raise RuntimeError(f"server {' '.join(self.args)} did not become ready: {buf!r} {err[-2000:]}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def connect(self, timeout: float = 10.0) -> "Client":
+        return Client(self.host, self.port, timeout=timeout)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; returns the exit code. Kills the group if it does not exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def stderr_text(self) -> str:
+        """All of stderr; only after the process has exited."""
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None):
+    """``with running_server("--engine", "thread") as srv:`` ... always killed at the end."""
+    server = ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd)
+    try:
+        yield server
+    finally:
+        server.kill()
+        for stream in (server.proc.stdout, server.proc.stderr):
+            with contextlib.suppress(Exception):
+                stream.close()
+
+
+class Client:
+    """A blocking line client with a timeout on every call."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def readline(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                line, self.buf = self.buf, b""
+                return line
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def request(self, line: bytes) -> bytes:
+        self.send(line)
+        return self.readline()
+
+    def read_all(self) -> bytes:
+        """Everything until the server closes."""
+        chunks = [self.buf]
+        self.buf = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
