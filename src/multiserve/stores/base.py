@@ -1,0 +1,161 @@
+"""The ticket store interface: one inventory, one atomic take-one-ticket operation.
+
+A store holds ``initial`` (tickets put on sale by ``init``), ``left`` (the counter buyers see) and
+a ledger of sales ``(ticket_no, buyer)``. Ticket numbers run 1..initial in sale order:
+``ticket_no = initial - left`` just after the sale. The contract every store keeps:
+
+``take(buyer)``
+    Atomically: if ``left > 0``, decrement it, record ``(ticket_no, buyer)`` and return
+    ``ticket_no``; else return None. When it returns a number, the sale is durable (committed and
+    flushed as the store's durability allows); if it raises, the sale may or may not have happened.
+``left()``, ``snapshot()``
+    Reads. ``snapshot`` is one consistent view of initial, left and the ledger.
+``init(count, force)``
+    Put ``count`` tickets on sale, wiping the ledger; refuses (StoreError) to wipe sales unless
+    ``force``.
+
+A store object may be shared by the threads of one process (each store guards itself) but never
+across a fork: open one per serving process. Every failure is a :class:`StoreError` whose message
+is one line and names the URL without its password.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+# 1-64 printable ASCII characters without spaces: the issue's rule for a buyer's name.
+BUYER = re.compile(rb"[\x21-\x7e]{1,64}")
+
+
+class StoreError(RuntimeError):
+    """The store is unreachable, uninitialised or refused an operation (a one-line message)."""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (``postgresql://u:***@host/db``): safe for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    userinfo = netloc[0].partition(":")[0] + ":***"
+    return urlunsplit(parts._replace(netloc=userinfo + "@" + netloc[2]))
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (drivers often add hints on later lines)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    initial: int
+    left: int
+    sales: tuple[tuple[int, str], ...]  # (ticket_no, buyer), in the store's order
+
+    @property
+    def sold(self) -> int:
+        return len(self.sales)
+
+
+def violations(snap: Snapshot) -> list[str]:
+    """The invariants ``tickets check`` enforces; an empty list means the store is sound."""
+    problems = []
+    if snap.sold + snap.left != snap.initial:
+        problems.append(f"sold {snap.sold} + left {snap.left} != initial {snap.initial}")
+    seen: set[int] = set()
+    twice = sorted({n for n, _ in snap.sales if n in seen or seen.add(n)})
+    if twice:
+        problems.append(f"{len(twice)} ticket numbers sold more than once (first: {twice[:5]})")
+    outside = sorted(n for n in seen if not 1 <= n <= snap.initial)
+    if outside:
+        problems.append(f"{len(outside)} ticket numbers outside 1..{snap.initial} (first: {outside[:5]})")
+    nameless = sum(1 for _, b in snap.sales if not b or not BUYER.fullmatch(b.encode("utf-8", "replace")))
+    if nameless:
+        problems.append(f"{nameless} sales without a valid buyer")
+    return problems
+
+
+class Store:
+    """Base class: subclasses implement the five operations below."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.name = redact(url)
+
+    def init(self, count: int, force: bool = False) -> None:
+        raise NotImplementedError
+
+    def take(self, buyer: str) -> int | None:
+        raise NotImplementedError
+
+    def left(self) -> int:
+        raise NotImplementedError
+
+    def snapshot(self) -> Snapshot:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # shared wording, so every store says the same thing the same way
+    def not_initialised(self) -> StoreError:
+        return StoreError(f"store {self.name} is not initialised: run `multiserve tickets init --store URL --count N`")
+
+    def unreachable(self, exc: BaseException) -> StoreError:
+        return StoreError(f"cannot use store {self.name}: {one_line(exc)}")
+
+    def refuse_wipe(self, sold: int) -> StoreError:
+        return StoreError(f"store {self.name} already has {sold} sales: add --force to wipe them")
+
+
+class ConnectionPool:
+    """Idle driver connections shared by the threads (or greenlets) of one process.
+
+    Why not a connection per thread: the thread engine starts a thread per client, so per-thread
+    connections would be opened and dropped per client; a pool keeps at most as many connections
+    as requests run at once. A connection is used by one thread at a time (sqlite3 needs
+    ``check_same_thread=False`` for that hand-over). ``connect`` makes a new one; a connection
+    whose use raised is closed rather than returned (it may be mid-transaction or broken).
+    """
+
+    def __init__(self, connect, close=lambda conn: conn.close()):
+        self._connect = connect
+        self._close = close
+        self._idle: list = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @contextlib.contextmanager
+    def connection(self):
+        if os.getpid() != self._pid:
+            raise RuntimeError("a store was used across a fork: open one per process")
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._close(conn)
+            raise
+        with self._lock:
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                self._close(conn)
