@@ -52,6 +52,11 @@ class ServerState:
         self.all_closed = asyncio.Event()
         self.on_close = None  # called with no argument when a connection ends
         self.on_request = on_request
+        # hybrid: ``admission(open_here) -> bool`` replaces the per-process --max-conns test (the
+        # limit counts every worker's connections); ``on_last_accept()`` runs right after the
+        # final accept on stop (a --reuse-port worker closes its listener there, see hybrid_engine)
+        self.admission = None
+        self.on_last_accept = None
 
     def shutdown(self) -> None:
         self.threads.shutdown(wait=False, cancel_futures=True)
@@ -328,7 +333,10 @@ async def serve_forever(listener: socket.socket, state: ServerState, stop: async
     listening = False
 
     def can_accept() -> bool:
-        return not config.max_conns or len(state.connections) + pending[0] < config.max_conns
+        open_here = len(state.connections) + pending[0]
+        if state.admission is not None:
+            return state.admission(open_here)
+        return not config.max_conns or open_here < config.max_conns
 
     pending = [0]  # accepted sockets whose transport is not made yet
 
@@ -385,6 +393,8 @@ async def serve_forever(listener: socket.socket, state: ServerState, stop: async
     stop_listening()
     # Connections the kernel accepted but we have not: take them in, so they are served.
     accept_some(limit=config.backlog)
+    if state.on_last_accept is not None:
+        state.on_last_accept()
     for _ in range(3):  # let requests already read by the loop reach their protocol
         await asyncio.sleep(0)
     for conn in list(state.connections):
