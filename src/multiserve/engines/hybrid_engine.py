@@ -1,0 +1,220 @@
+"""``hybrid``: processes for the cores, threads for blocking calls, coroutines for the connections.
+
+A supervisor (:class:`~multiserve.supervisor.Arbiter`) forks ``--workers`` workers and keeps them
+alive (replaces the dead and the stuck, reloads on SIGHUP, drains on SIGTERM). Each worker runs
+the asyncio engine's :func:`~.asyncio_engine.serve_forever` on its own loop (uvloop when
+installed): blocking calls go to its thread pool (``--threads``), CPU-bound ones to its own
+process pool (``--cpu-workers`` processes per worker), so the loop keeps answering light requests
+while heavy ones run.
+
+Listening: by default the supervisor's socket is shared by every worker (one accept queue: a
+connection waiting in it survives any one worker's exit, so a reload refuses nothing). With
+``--reuse-port`` each worker binds its own SO_REUSEPORT socket (the kernel spreads connections
+over them) and the supervisor keeps only a bound, non-listening socket that reserves the port.
+A retiring ``--reuse-port`` worker accepts its whole backlog and closes its socket at once, then
+drains; a connection the kernel queues in the microseconds between that last accept and the
+close is reset (Linux migrates it instead when ``net.ipv4.tcp_migrate_req`` is 1).
+
+``--max-conns`` counts the connections of every worker (each publishes its count in the shared
+slot table). Workers check it without a lock, so connections arriving at the same instant on
+different workers can pass it by at most ``workers - 1``.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import socket
+from concurrent.futures import ProcessPoolExecutor
+
+from ..session import CallPlan
+from ..sockets import address_of, bind_listener
+from ..supervisor import BOOT_ERROR, Arbiter
+from .asyncio_engine import ServerState, serve_forever
+from .base import Engine, ServeStats
+from .loops import loop_name, new_event_loop
+
+log = logging.getLogger("multiserve")
+
+# --max-requests jitter: up to a tenth more, so workers started together do not all recycle at
+# once (gunicorn leaves the amount to --max-requests-jitter; a tenth is our default).
+JITTER_FRACTION = 0.1
+# While --max-conns is reached everywhere, a worker that stopped accepting looks again this often
+# for a slot another worker freed (no cross-process wake-up; costs nothing below the limit).
+ADMISSION_RETRY = 0.01
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class HybridEngine(Engine):
+    name = "hybrid"
+
+    def serve(self, listener, service, *, ready, stats):
+        config = self.config
+        reserved = None
+        if config.reuse_port:
+            host, port = address_of(listener)
+            reserved = reserve_port(host, port)
+            listener.close()  # it listens, and nobody would accept what the kernel queued on it
+            worker = HybridWorker(config, service, None, (host, port), reserved)
+        else:
+            worker = HybridWorker(config, service, listener, None, None)
+        arbiter = Arbiter(worker.run, workers=config.workers, worker_timeout=config.worker_timeout,
+                          grace=config.grace)
+        try:
+            arbiter.run(ready)
+        finally:
+            stats.add(*arbiter.totals)
+            if reserved is not None:
+                reserved.close()
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A bound, non-listening SO_REUSEPORT socket: the port stays ours while workers come and
+    go, and the kernel sends it no connection. No SO_REUSEADDR: Linux refuses a second bind
+    next to a non-listening socket when both set it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class HybridWorker:
+    """One worker process: built in the supervisor, ``run(context)`` runs in the forked child."""
+
+    def __init__(self, config, service, listener, address, reserved):
+        self.config = config
+        self.service = service
+        self.listener = listener  # shared; None with --reuse-port
+        self.address = address  # (host, port) each --reuse-port worker binds
+        self.reserved = reserved
+
+    def run(self, context) -> int:
+        config = self.config
+        if self.reserved is not None:
+            self.reserved.close()  # the supervisor's, not ours
+        try:
+            pool = self._cpu_pool()  # first: while this process has a single thread (fork-safe)
+            listener = self.listener
+            if listener is None:
+                listener = bind_listener(self.address[0], self.address[1], config.backlog, reuse_port=True)
+            opened = getattr(self.service, "open", None)
+            if opened is not None:
+                opened()
+        except Exception as exc:
+            log.error("worker %d cannot start: %s: %s", os.getpid(), type(exc).__name__, exc)
+            return BOOT_ERROR
+        stats = ServeStats()
+        loop = new_event_loop(config.uvloop)
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(context, listener, pool, stats))
+        finally:
+            loop.close()
+            listener.close()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            closer = getattr(self.service, "close", None)
+            if closer is not None:
+                closer()
+            context.slot.publish(stats)
+        log.info("worker %d stopped: %s", os.getpid(), stats.summary())
+        return 0
+
+    def _cpu_pool(self):
+        """The worker's process pool for CPU-bound calls, started now, or None if not needed.
+
+        With the "fork" start method the first ``submit`` starts every process at once, before
+        this worker has any thread (forking a threaded process can copy a held lock).
+        """
+        if not (CallPlan(self.service).cpu and self.config.cpu_workers > 0):
+            return None
+        inherited = [self.listener] if self.listener is not None else []  # "fork": passed as is
+        pool = ProcessPoolExecutor(self.config.cpu_workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_cpu_process_init, initargs=(inherited,))
+        pool.submit(int).result()
+        return pool
+
+    async def _serve(self, context, listener, pool, stats) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        budget = RequestBudget(config.max_requests, context.slot) if config.max_requests else None
+        state = ServerState(self.service, config, stats, cpu_executor=pool, on_request=budget)
+        if config.max_conns:
+            state.admission = SharedLimit(config.max_conns, context, state)
+        if self.listener is None:  # our own SO_REUSEPORT socket: leave the group right after the last accept
+            state.on_last_accept = listener.close
+        slot = context.slot
+
+        def beat():
+            slot.beat_now()
+            slot.publish(stats)
+            if config.max_conns:
+                slot.open = len(state.connections)
+            if context.supervisor_gone():
+                log.warning("worker %d: supervisor %d is gone: stopping", os.getpid(), context.supervisor_pid)
+                stop.set()
+            loop.call_later(context.heartbeat_interval, beat)
+
+        def ready():
+            slot.ready = 1
+            log.info("worker %d accepts (%s loop)", os.getpid(), loop_name(loop))
+
+        beat()
+        await serve_forever(listener, state, stop, ready=ready)
+
+
+class RequestBudget:
+    """``on_request`` for ``--max-requests``: asks the supervisor, once, for a successor."""
+
+    def __init__(self, limit: int, slot):
+        self.slot = slot
+        self.left = limit + random.randint(0, int(limit * JITTER_FRACTION))
+        self.limit = self.left
+
+    def __call__(self, n: int) -> None:
+        self.left -= n
+        if self.left <= 0 and not self.slot.recycle:
+            self.slot.recycle = 1
+            log.info("worker %d served %d requests (--max-requests): asking to be replaced", os.getpid(), self.limit)
+
+
+class SharedLimit:
+    """``admission`` for ``--max-conns`` shared by every worker (see the module docstring)."""
+
+    def __init__(self, limit: int, context, state: ServerState):
+        self.limit = limit
+        self.context = context
+        self.state = state
+        self.retry_armed = False
+
+    def __call__(self, open_here: int) -> bool:
+        context = self.context
+        context.slot.open = open_here
+        if open_here + context.table.open_connections(skip=context.index) < self.limit:
+            return True
+        if not self.retry_armed:
+            self.retry_armed = True
+            self.state.loop.call_later(ADMISSION_RETRY, self._retry)
+        return False
+
+    def _retry(self) -> None:
+        self.retry_armed = False
+        if not self.state.stopping and self.state.on_close is not None:
+            self.state.on_close()  # serve_forever's start_listening: it asks us again
+
+
+def _cpu_process_init(inherited_sockets) -> None:
+    """In each CPU process: die with the worker (even a kill -9'd one), leave Ctrl-C to the
+    worker, and close the listening socket we inherited (it must not outlive the worker)."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sock in inherited_sockets:
+        sock.close()
