@@ -1,0 +1,132 @@
+"""``multiserve lab NAME|all [--quick] [--count N] [--size X] [--json FILE] [--plot FILE]``.
+
+Prints each experiment's table with its claim and verdict (rich), writes the JSON contract with
+``--json`` (one object, or a list for ``all``) and a PNG with ``--plot`` (for ``all``: a directory
+that receives ``NAME.png`` for each experiment).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+
+from . import EXPERIMENTS, experiment
+from .common import HOLDS, Report
+
+log = logging.getLogger("multiserve")
+
+LEFT = ("method", "variant", "note", "cycle", "kind")
+VERDICT_STYLE = {HOLDS: "bold green", "does not hold": "bold red", "inconclusive": "bold yellow"}
+
+
+def add_arguments(parser):
+    parser.add_argument("name", choices=[*EXPERIMENTS, "all"], help="experiment to run, or all of them")
+    parser.add_argument("--quick", action="store_true", help="small sizes (lab all --quick: under a minute)")
+    parser.add_argument("--count", type=_positive_int, help="tasks / threads / units / waiters (see docs/lab.md)")
+    parser.add_argument("--size", type=_positive_float, help="work per task (see docs/lab.md)")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="write a PNG (with all: a directory of NAME.png)")
+
+
+def _positive_int(text):
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    import argparse
+
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+    if args.name == "all" and (args.count or args.size):
+        log.error("lab all: --count and --size apply to one experiment; use --quick to shrink them all")
+        return 2
+    if args.plot and args.name == "all":
+        try:
+            os.makedirs(args.plot, exist_ok=True)
+        except OSError as exc:
+            log.error("lab: cannot create plot directory %s: %s", args.plot, exc)
+            return 2
+    from rich.console import Console
+
+    console = Console()
+    reports = []
+    for name in names:
+        module = experiment(name)
+        sizes = module.SIZES["quick" if args.quick else "default"]
+        sizes = dataclasses.replace(sizes, count=args.count or sizes.count, size=args.size or sizes.size)
+        report = _run_with_progress(module, sizes, console)
+        reports.append(report)
+        show(report, console)
+        if args.plot:
+            path = os.path.join(args.plot, f"{name}.png") if args.name == "all" else args.plot
+            try:
+                module.plot(report, path)
+            except OSError as exc:
+                log.error("lab: cannot write plot %s: %s", path, exc)
+                return 2
+            console.print(f"plot: {path}")
+    if args.json:
+        data = [r.to_json() for r in reports] if args.name == "all" else reports[0].to_json()
+        try:
+            with open(args.json, "w") as f:
+                json.dump(data, f, indent=2)
+                f.write("\n")
+        except OSError as exc:
+            log.error("lab: cannot write %s: %s", args.json, exc)
+            return 2
+    return 0
+
+
+def _run_with_progress(module, sizes, console) -> Report:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(f"[bold]{module.NAME}[/] {{task.description}}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(label, done, total):
+            bar.update(task, description=label, completed=done, total=total)
+
+        return module.run(sizes, progress)
+
+
+def show(report: Report, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"lab {report.experiment}", title_justify="left")
+    for column in report.columns:
+        table.add_column(column, justify="left" if column in LEFT else "right")
+    for row in report.results:
+        table.add_row(*[_cell(row.get(c)) for c in report.columns])
+    console.print(table)
+    m = report.machine
+    console.print(f"claim:   {report.claim}", markup=False, highlight=False)
+    console.print(f"verdict: [{VERDICT_STYLE[report.verdict]}]{report.verdict}[/] here "
+                  f"({m['cores']} cores, Python {m['python']}, GIL {'on' if m['gil_enabled'] else 'off'})")
+    console.print(f"why:     {report.why}", markup=False, highlight=False)
+    console.print()
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "; ".join(map(str, value))
+    return str(value)

@@ -1,0 +1,94 @@
+"""What every experiment shares: the report it returns, the machine it ran on, and its sizes.
+
+An experiment module exports ``NAME``, ``CLAIM``, ``SIZES`` (``{"default": Sizes, "quick": Sizes}``),
+``run(sizes, progress) -> Report`` and ``plot(report, path)``. ``Report.to_json()`` is the JSON
+contract of issue 4: ``experiment, claim, verdict, why, machine, results``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import sys
+import time
+from typing import Any, Callable
+
+HOLDS = "holds"
+DOES_NOT_HOLD = "does not hold"
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE)
+
+
+def cores() -> int:
+    """CPUs this process may run on (its affinity mask), which is what parallel work can use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def gil_enabled() -> bool:
+    """``sys._is_gil_enabled()`` where it exists (3.13+); every older CPython has the GIL."""
+    probe = getattr(sys, "_is_gil_enabled", None)
+    return bool(probe()) if probe is not None else True
+
+
+def machine() -> dict:
+    return {"cores": cores(), "python": platform.python_version(), "gil_enabled": gil_enabled()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """How big a run is. ``count``: tasks, threads, units or waiters; ``size``: work per task
+    (its meaning is in each experiment's docstring)."""
+
+    count: int
+    size: float
+
+
+@dataclasses.dataclass
+class Report:
+    """One experiment's outcome. ``columns`` chooses the row keys shown in the table (JSON keeps all)."""
+
+    experiment: str
+    claim: str
+    verdict: str
+    why: str
+    results: list[dict]
+    columns: tuple[str, ...] = ()
+    machine: dict = dataclasses.field(default_factory=machine)
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "claim": self.claim, "verdict": self.verdict,
+                "why": self.why, "machine": self.machine, "results": self.results}
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds`` (``time.perf_counter``, monotonic)."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        return False
+
+
+# Called before each step of an experiment: (what runs now, steps done, steps in all).
+Progress = Callable[[str, int, int], None]
+
+
+def no_progress(label: str, done: int, total: int) -> None:
+    pass
+
+
+def speedup_rows(rows: list[dict], baseline_seconds: float) -> list[dict]:
+    """Add ``speedup`` (baseline / seconds, rounded) to each timed row."""
+    for row in rows:
+        row["speedup"] = round(baseline_seconds / row["seconds"], 2) if row["seconds"] > 0 else None
+    return rows
