@@ -1,0 +1,144 @@
+"""``multiserve compare``: every engine under the same load, beside the baselines, as a report.
+
+Validates the names first (bad input: one line, exit 2), shows a progress bar over the matrix,
+prints one table per service, and writes DIR/results.json, DIR/report.md and DIR/*.png.
+Exit 0 when the report was written, even if cells failed: a failed cell is a result.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from ..config import positive_int, seconds
+from ..engines import ENGINES
+from ..services import load_service
+from . import analysis, report
+from .matrix import LoadSettings
+from .runner import Options, run_compare
+
+log = logging.getLogger("multiserve")
+
+DEFAULT_SERVICES = "upper,sleep:10,cpu:1"
+DEFAULT_CONNECTIONS = "1,16,256"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"connection counts must be >= 1, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engines", default="all", help="engines separated by commas, or 'all' "
+                        f"({', '.join(ENGINES)})")
+    parser.add_argument("--services", type=_name_list, default=_name_list(DEFAULT_SERVICES),
+                        help=f"service specs separated by commas (default {DEFAULT_SERVICES})")
+    parser.add_argument("--connections", type=_int_list, default=_int_list(DEFAULT_CONNECTIONS),
+                        help=f"connection counts (default {DEFAULT_CONNECTIONS})")
+    parser.add_argument("--duration", type=seconds, default=LoadSettings.duration, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=LoadSettings.warmup, help="warm-up seconds per run (0: none)")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="runs per cell, interleaved; median reported")
+    parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the stdlib, gevent and uvloop baselines")
+    parser.add_argument("--idle-connections", type=int, default=0, metavar="N",
+                        help="also hold N idle connections on each engine (the C10K check)")
+    parser.add_argument("--load-processes", type=positive_int, default=None,
+                        help="load-generator processes (default: the library's, one per core)")
+    parser.add_argument("--out", type=Path, default=Path("report"), help="output directory (default ./report)")
+
+
+def options_from(args) -> Options:
+    """Options from parsed arguments; ValueError with one line for an unknown engine or service."""
+    engines = list(ENGINES) if args.engines == "all" else _name_list(args.engines)
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise ValueError(f"unknown engine(s) {', '.join(unknown) or '(none given)'}: use 'all' or some of {', '.join(ENGINES)}")
+    for spec in args.services:
+        load_service(spec)  # raises ValueError with the reason
+    if args.warmup < 0 or args.idle_connections < 0:
+        raise ValueError("--warmup and --idle-connections must be >= 0")
+    return Options(engines=engines, services=args.services, connections=args.connections,
+                   load=LoadSettings(args.duration, args.warmup, args.load_processes), repeat=args.repeat,
+                   baselines=args.baselines, idle_connections=args.idle_connections, out=args.out,
+                   command="multiserve compare " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["compare"] else []))
+
+
+def summary_tables(results):
+    """One rich table per service: servers down, connection counts across, req/s and ratio."""
+    from rich.table import Table
+
+    cells = results["cells"]
+    tables = []
+    for svc in analysis.services(cells):
+        counts = analysis.connection_counts(cells, svc)
+        table = Table(title=analysis.verdict(cells, svc, results["machine"]["cores"]), title_justify="left")
+        table.add_column("server")
+        for c in counts:
+            table.add_column(f"c={c} req/s", justify="right")
+            table.add_column("p99 µs", justify="right")
+        servers = list(dict.fromkeys((x["engine"], x["baseline"]) for x in cells if x["service"] == svc))
+        index = {(x["engine"], x["connections"]): x for x in cells if x["service"] == svc}
+        winners = {c: analysis.winner(cells, svc, c) for c in counts}
+        for engine, is_baseline in servers:
+            row = [f"[dim]{engine} (baseline)[/dim]" if is_baseline else engine]
+            for c in counts:
+                x = index.get((engine, c))
+                if x is None:
+                    row += ["", ""]
+                elif not analysis.ok(x):
+                    row += ["[red]failed[/red]", ""]
+                else:
+                    text = report.fmt_int(x["rps"])
+                    if x.get("vs_baseline") is not None:
+                        text += f" ({x['vs_baseline']:.2f}x)"
+                    if winners[c] is x:
+                        text = f"[bold green]{text} {report.WINNER}[/bold green]"
+                    row += [text, report.fmt_int(x["p99_us"])]
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s multiserve compare: %(message)s")
+    try:
+        options = options_from(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    console = Console()
+    failures = []
+    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task("compare", total=options.steps())
+
+        def on_step(what, row):
+            if row["status"] != "ok":
+                failures.append(f"{what}: {row['reason']}")
+                progress.console.print(f"[red]failed[/red] {what}: {row['reason']}")
+            progress.update(task, advance=1, description=what)
+
+        try:
+            results = run_compare(options, on_step=on_step)
+        except OSError as exc:
+            log.error("cannot write the report to %s: %s", options.out, exc)
+            return 2
+    for table in summary_tables(results):
+        console.print(table)
+    console.print(f"{len(failures)} failed run(s). Report: {options.out / 'report.md'} "
+                  f"(results.json and plots beside it)")
+    return 0

@@ -1,0 +1,83 @@
+"""The whole comparison as a library call: matrix, idle check, then results.json, plots, report.md.
+
+:func:`run_compare` takes validated :class:`Options` (the CLI validates names first) and never
+raises for a failing server: that becomes a failed cell. It raises OSError only if the output
+directory cannot be written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+from . import analysis, idle, machine, report
+from .matrix import LoadSettings, aggregate, plan, run_cell, run_matrix
+
+
+@dataclasses.dataclass
+class Options:
+    engines: list[str]
+    services: list[str]
+    connections: list[int]
+    load: LoadSettings = dataclasses.field(default_factory=LoadSettings)
+    repeat: int = 1
+    baselines: bool = True
+    idle_connections: int = 0  # 0: no idle check
+    out: Path = Path("report")
+    command: str = "multiserve compare"
+
+    def cells(self):
+        return plan(self.services, self.engines, self.connections, self.baselines)
+
+    def steps(self) -> int:
+        """Units of work for a progress bar: every run, plus one per idle check."""
+        return len(self.cells()) * self.repeat + (len(self.engines) if self.idle_connections else 0)
+
+
+def run_compare(options: Options, *, on_step: Callable[[str, dict], None] | None = None,
+                runner=run_cell) -> dict:
+    """Run everything, write ``options.out``/{results.json, report.md, *.png}; return the results.
+
+    ``on_step(description, row)`` is called after each run and each idle check.
+    """
+    described = machine.describe()
+    open_files = idle.raise_open_file_limit() if options.idle_connections else None
+
+    def on_run(cell, repeat, row):
+        if on_step is not None:
+            on_step(f"{cell.service} {cell.engine} c={cell.connections} #{repeat + 1}", row)
+
+    runs = run_matrix(options.cells(), options.load, options.repeat, on_run, runner=runner)
+    cells = aggregate(runs)
+    analysis.add_ratios(cells)
+    idle_rows = []
+    for engine in options.engines if options.idle_connections else ():
+        row = idle.idle_check(engine, options.idle_connections)
+        idle_rows.append(row)
+        if on_step is not None:
+            on_step(f"idle {engine} x{options.idle_connections}", row)
+    results = {
+        "machine": described,
+        "settings": {
+            "command": options.command, "engines": options.engines, "services": options.services,
+            "connections": options.connections, "duration": options.load.duration,
+            "warmup": options.load.warmup, "load_processes": options.load.processes,
+            "repeat": options.repeat, "baselines": options.baselines,
+            "idle_connections": options.idle_connections,
+        },
+        "cells": cells,
+        "idle": idle_rows,
+        "open_files": open_files,
+    }
+    write_outputs(results, Path(options.out))
+    return results
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    from .plots import plot_service
+
+    plots = {svc: plot_service(results["cells"], svc, out) for svc in analysis.services(results["cells"])}
+    (out / "report.md").write_text(report.render(results, plots))
