@@ -54,8 +54,9 @@ class TicketService(Service):
 
     def close(self) -> None:
         with self._lock:
-            store, self._store = self._store, None
-        if store is not None and self._pid == os.getpid():
+            store, pid = self._store, self._pid
+            self._store = self._pid = None
+        if store is not None and pid == os.getpid():
             store.close()
 
     def store(self):
