@@ -121,3 +121,13 @@ def test_json_store_locks_a_separate_file_and_leaves_no_temp_files(tmp_path):
         for i in range(10):
             store.take(f"b{i}")
     assert sorted(os.listdir(tmp_path)) == ["data.json", "data.json.lock"]
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "json"])
+def test_fsync_off_is_an_explicit_measuring_option(scheme, tmp_path):
+    with open_store(f"{scheme}:{tmp_path}/t?fsync=off") as store:
+        store.init(2)
+        assert store.take("a") == 1
+    assert os.path.exists(tmp_path / "t")  # the option is not part of the path
+    with pytest.raises(StoreError, match=r"the only option is \?fsync=off"):
+        open_store(f"{scheme}:{tmp_path}/t?durable=no")

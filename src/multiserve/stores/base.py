@@ -51,6 +51,19 @@ def one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def file_store_path(url: str) -> tuple[str, bool]:
+    """``sqlite:PATH`` or ``json:PATH``, optionally ``?fsync=off``: returns (PATH, fsync).
+
+    ``fsync=off`` exists only to measure what durability costs (docs/benchmarks.md): a store
+    opened so may lose acknowledged sales in a crash.
+    """
+    rest = url.partition(":")[2]
+    path, _, query = rest.partition("?")
+    if query not in ("", "fsync=on", "fsync=off"):
+        raise StoreError(f"store {url}: the only option is ?fsync=off (for measurements)")
+    return path, query != "fsync=off"
+
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     initial: int

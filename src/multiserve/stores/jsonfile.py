@@ -27,17 +27,16 @@ import os
 import tempfile
 import time
 
-from .base import Snapshot, Store
+from .base import Snapshot, Store, file_store_path
 
 
 class JsonStore(Store):
-    def __init__(self, url: str, *, fsync: bool = True):
+    def __init__(self, url: str):
         super().__init__(url)
-        self.path = url.partition(":")[2]
+        self.path, self.fsync = file_store_path(url)  # fsync False only to measure its cost
         if not self.path:
             raise self.unreachable(ValueError("json: needs a path, e.g. json:data.json"))
         self.lock_path = self.path + ".lock"
-        self.fsync = fsync  # False only to measure what durability costs
 
     @contextlib.contextmanager
     def _locked(self):

@@ -17,7 +17,7 @@ import os
 import sqlite3
 from urllib.parse import quote
 
-from .base import ConnectionPool, Snapshot, Store
+from .base import ConnectionPool, Snapshot, Store, file_store_path
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -35,12 +35,12 @@ CREATE TABLE IF NOT EXISTS sales (
 
 
 class SqliteStore(Store):
-    def __init__(self, url: str, *, synchronous: str = "FULL"):
+    def __init__(self, url: str):
         super().__init__(url)
-        self.path = url.partition(":")[2]
+        self.path, fsync = file_store_path(url)
         if not self.path:
             raise self.unreachable(ValueError("sqlite: needs a path, e.g. sqlite:tickets.db"))
-        self.synchronous = synchronous  # "OFF" only to measure what durability costs
+        self.synchronous = "FULL" if fsync else "OFF"  # OFF only to measure what durability costs
         self.pool = ConnectionPool(self._connect)
 
     def _connect(self) -> sqlite3.Connection:

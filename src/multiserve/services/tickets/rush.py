@@ -26,6 +26,7 @@ import threading
 import time
 
 from ...stores import Snapshot, open_store, violations
+from ...stores.base import file_store_path
 
 # 32 connections: the benchmark figure (2,000 buyers over 32 connections).
 DEFAULT_CONNECTIONS = 32
@@ -198,7 +199,7 @@ def run_part(part: Part, observe=None) -> list[Op]:
 
     def make_buyer(index: int):
         if part.unsafe:
-            return UnsafeBuyer(part.store_url.partition(":")[2], part.pause)
+            return UnsafeBuyer(file_store_path(part.store_url)[0], part.pause)
         if part.via:
             return ServerBuyer(part.via[(part.first_thread + index) % len(part.via)])
         return StoreBuyer(store)
