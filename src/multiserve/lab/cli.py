@@ -17,6 +17,7 @@ from .common import HOLDS, Report
 
 log = logging.getLogger("multiserve")
 
+WIDE = 160  # columns when printing to a file
 LEFT = ("method", "variant", "note", "cycle", "kind")
 VERDICT_STYLE = {HOLDS: "bold green", "does not hold": "bold red", "inconclusive": "bold yellow"}
 
@@ -62,7 +63,8 @@ def run(args) -> int:
             return 2
     from rich.console import Console
 
-    console = Console()
+    # Not a terminal (a file, a pipe, docs): wide enough that the tables do not wrap.
+    console = Console() if sys.stdout.isatty() else Console(width=WIDE)
     reports = []
     for name in names:
         module = experiment(name)

@@ -1,0 +1,151 @@
+"""``race``: N threads (or processes) each doing ``size`` read, pause, write updates of a shared
+counter, with and without a lock; and the plain ``n -= 1`` without a pause.
+
+The pause is ``time.sleep(0)``: it does nothing but release the GIL, the smallest possible window
+between the read and the write (a real program's window is an IO call or a slow computation).
+Lost updates = expected - final. The plain ``n -= 1`` runs 100 x ``size`` times per thread:
+its window is between bytecodes, so it is rarely (on CPython 3.10+, with ints, never) hit, and
+that rarity is the danger: code that passes every test and is still wrong.
+"""
+from __future__ import annotations
+
+import dis
+import multiprocessing
+import threading
+import time
+
+from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes
+
+NAME = "race"
+CLAIM = ("without a lock, concurrent read-modify-write loses updates (the GIL does not make `n -= 1` safe); "
+         "with a lock none are lost")
+SIZES = {"default": Sizes(count=8, size=2000), "quick": Sizes(count=4, size=300)}
+COLUMNS = ("variant", "lock", "expected", "final", "lost_updates")
+PLAIN_FACTOR = 100  # the plain `n -= 1` is cheap, so it gets many more tries to lose one
+PAUSE = 0  # seconds: sleep(0) only hands over the GIL
+
+
+class Counter:
+    n = 0
+
+
+def paused_increments(counter, times, lock):
+    for _ in range(times):
+        if lock is None:
+            value = counter.n
+            time.sleep(PAUSE)
+            counter.n = value + 1
+        else:
+            with lock:
+                value = counter.n
+                time.sleep(PAUSE)
+                counter.n = value + 1
+
+
+def _threads(count, target, args):
+    workers = [threading.Thread(target=target, args=args) for _ in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def threads_paused(count, size, locked):
+    counter = Counter()
+    _threads(count, paused_increments, (counter, size, threading.Lock() if locked else None))
+    return counter.n
+
+
+def _value_increments(value, times, locked):
+    for _ in range(times):
+        if locked:
+            with value.get_lock():
+                current = value.value
+                time.sleep(PAUSE)
+                value.value = current + 1
+        else:  # each .value access takes the Value's lock, but the read-modify-write is not one step
+            current = value.value
+            time.sleep(PAUSE)
+            value.value = current + 1
+
+
+def processes_paused(count, size, locked):
+    value = multiprocessing.Value("q", 0)
+    workers = [multiprocessing.Process(target=_value_increments, args=(value, size, locked)) for _ in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if any(w.exitcode != 0 for w in workers):
+        raise RuntimeError("a race worker process failed")
+    return value.value
+
+
+n = 0  # the tutorials' global counter
+
+
+def decrement(times):
+    global n
+    for _ in range(times):
+        n -= 1
+
+
+def threads_plain(count, size):
+    global n
+    n = count * size
+    _threads(count, decrement, (size,))
+    return count * size - n  # "final" counts the decrements that took effect
+
+
+def bytecode() -> str:
+    """The instructions of ``n -= 1`` in ``decrement``: from loading ``n`` to storing it."""
+    ops = [i for i in dis.get_instructions(decrement)]
+    first = next(k for k, i in enumerate(ops) if i.argval == "n")
+    last = max(k for k, i in enumerate(ops) if i.argval == "n")
+    return "; ".join(f"{i.opname} {i.argrepr}".strip() for i in ops[first:last + 1])
+
+
+def run(sizes: Sizes, progress) -> Report:
+    count, size = sizes.count, int(sizes.size)
+    variants = [
+        ("threads, read-pause-write", False, lambda: threads_paused(count, size, False), count * size),
+        ("threads, read-pause-write", True, lambda: threads_paused(count, size, True), count * size),
+        ("processes, Value, read-pause-write", False, lambda: processes_paused(count, size, False), count * size),
+        ("processes, Value, read-pause-write", True, lambda: processes_paused(count, size, True), count * size),
+        ("threads, plain n -= 1", False, lambda: threads_plain(count, size * PLAIN_FACTOR), count * size * PLAIN_FACTOR),
+    ]
+    rows = []
+    for k, (variant, lock, fn, expected) in enumerate(variants):
+        progress(f"{variant}{' + lock' if lock else ''}", k, len(variants))
+        final = fn()
+        rows.append({"variant": variant, "lock": lock, "workers": count, "expected": expected, "final": final,
+                     "lost_updates": expected - final})
+    progress("done", len(variants), len(variants))
+    rows[-1]["bytecode"] = bytecode()
+    verdict, why = judge(rows)
+    return Report(NAME, CLAIM, verdict, why, rows, COLUMNS)
+
+
+def judge(rows) -> tuple[str, str]:
+    paused_unlocked = [r for r in rows[:4] if not r["lock"]]
+    locked = [r for r in rows if r["lock"]]
+    plain = rows[-1]
+    facts = ("without a lock " + " and ".join(f"{r['variant'].split(',')[0]} lost {r['lost_updates']} of "
+                                               f"{r['expected']}" for r in paused_unlocked)
+             + f"; with one, {sum(r['lost_updates'] for r in locked)} lost; plain n -= 1 lost "
+             f"{plain['lost_updates']} of {plain['expected']}")
+    rare = (f" ({plain['bytecode']}: separate steps. CPython 3.10+ switches threads only at calls and "
+            "backward jumps, so on ints they happen not to be split; that is an implementation detail, not a "
+            "guarantee: older or free-threaded CPythons, or an __isub__ in Python, do split them)")
+    if all(r["lost_updates"] > 0 for r in paused_unlocked) and all(r["lost_updates"] == 0 for r in locked):
+        return HOLDS, facts + rare
+    return DOES_NOT_HOLD, facts
+
+
+def plot(report: Report, path) -> None:
+    from .plots import bars
+
+    rows = report.results
+    names = [f"{r['variant'].replace(', ', chr(10))}{chr(10) + '+ lock' if r['lock'] else ''}" for r in rows]
+    bars(path, names, [100 * r["lost_updates"] / r["expected"] for r in rows], ylabel="updates lost (%)",
+         title="race: lost updates", labels=[str(r["lost_updates"]) for r in rows])
