@@ -58,10 +58,14 @@ def test_rush_sells_exactly_the_tickets_on_every_engine(url, engine):
     assert all(op.detail == "SOLDOUT" for op in result.ops if op.type == "fail")
 
 
-def test_two_servers_on_different_engines_share_one_store(url):
+PAIRS = [pair for pair in [("threadpool", "asyncio"), ("hybrid", "gevent")] if set(pair) <= set(ENGINE_NAMES)]
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids="+".join)
+def test_two_servers_on_different_engines_share_one_store(url, pair):
     with open_store(url) as store:
         store.init(TICKETS)
-    with serve_tickets(url, "threadpool") as a, serve_tickets(url, "asyncio") as b:
+    with serve_tickets(url, pair[0]) as a, serve_tickets(url, pair[1]) as b:
         result = rush(url, BUYERS, via=[(a.host, a.port), (b.host, b.port)], connections=32)
     assert result.problems == []
     assert (result.count("ok"), result.after.sold, result.after.left) == (TICKETS, TICKETS, 0)
@@ -69,7 +73,8 @@ def test_two_servers_on_different_engines_share_one_store(url):
 
 
 # The kill -9 test: each store under a different engine, so the crash covers several shapes.
-KILL_ENGINE = {"sqlite": "process", "json": "threadpool", "postgres": "asyncio", "redis": "gevent"}
+KILL_ENGINE = {"sqlite": "process", "json": "threadpool", "redis": "gevent",
+               "postgres": "hybrid" if "hybrid" in ENGINE_NAMES else "asyncio"}
 
 
 @pytest.mark.parametrize("kind", params())
