@@ -6,6 +6,7 @@ the experiment correctly (everything joined before the clock stops) and returns 
 from __future__ import annotations
 
 import importlib
+import os
 
 EXPERIMENTS = {
     "cpu": "multiserve.lab.cpu",
@@ -22,3 +23,14 @@ EXPERIMENTS = {
 def experiment(name: str):
     """The module of experiment ``name``; KeyError if there is none."""
     return importlib.import_module(EXPERIMENTS[name])
+
+
+def run(module, sizes, progress):
+    """Run one experiment module; for timed ones, note in ``why`` a machine already busy at the start."""
+    from .common import busy_note
+
+    load = os.getloadavg()[0]
+    report = module.run(sizes, progress)
+    if module.TIMED:
+        report.why += busy_note(load)
+    return report

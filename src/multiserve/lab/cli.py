@@ -13,6 +13,7 @@ import os
 import sys
 
 from . import EXPERIMENTS, experiment
+from . import run as run_experiment
 from .common import HOLDS, Report
 
 log = logging.getLogger("multiserve")
@@ -104,7 +105,7 @@ def _run_with_progress(module, sizes, console) -> Report:
         def progress(label, done, total):
             bar.update(task, description=label, completed=done, total=total)
 
-        return module.run(sizes, progress)
+        return run_experiment(module, sizes, progress)
 
 
 def show(report: Report, console) -> None:

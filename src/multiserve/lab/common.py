@@ -92,3 +92,11 @@ def speedup_rows(rows: list[dict], baseline_seconds: float) -> list[dict]:
     for row in rows:
         row["speedup"] = round(baseline_seconds / row["seconds"], 2) if row["seconds"] > 0 else None
     return rows
+
+
+def busy_note(load_before: float) -> str:
+    """A caveat for timing verdicts when other work was already using the cores (1-minute load
+    average at the start, from the OS) -- on a shared machine, ratios then lean towards 1x."""
+    if load_before >= cores() / 2:
+        return f" (the machine was busy: load average {load_before:.1f} on {cores()} cores at the start)"
+    return ""

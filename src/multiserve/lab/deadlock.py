@@ -18,6 +18,7 @@ import time
 from ..lockdep import Checker, DeadlockError
 from .common import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Report, Sizes, Stopwatch
 
+TIMED = False  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "deadlock"
 CLAIM = "locks taken in opposite orders deadlock; one global lock order prevents it"
 SIZES = {"default": Sizes(count=2, size=0.1), "quick": Sizes(count=2, size=0.02)}

@@ -16,6 +16,7 @@ import time
 
 from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, cores
 
+TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "event"
 CLAIM = "one Event.set() releases all of its waiters at once"
 SIZES = {"default": Sizes(count=100, size=3), "quick": Sizes(count=20, size=1)}

@@ -18,6 +18,7 @@ import time
 
 from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch
 
+TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "io"
 CLAIM = "threads (and greenlets, coroutines) overlap blocking IO: N waits take about one wait, despite the GIL"
 SIZES = {"default": Sizes(count=100, size=2.0), "quick": Sizes(count=20, size=0.2)}

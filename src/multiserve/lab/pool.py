@@ -20,6 +20,7 @@ import psutil
 
 from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch, cores
 
+TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "pool"
 CLAIM = "for many small tasks a fixed pool beats a new thread or process per task, and bounds them"
 SIZES = {"default": Sizes(count=1000, size=1000), "quick": Sizes(count=200, size=1000)}

@@ -16,6 +16,7 @@ import time
 
 from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes
 
+TIMED = False  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "race"
 CLAIM = ("without a lock, concurrent read-modify-write loses updates (the GIL does not make `n -= 1` safe); "
          "with a lock none are lost")

@@ -13,6 +13,7 @@ import time
 
 from .common import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Report, Sizes, Stopwatch
 
+TIMED = False  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "semaphore"
 LIMIT = 5  # the Semaphore(5)
 CLAIM = f"Semaphore({LIMIT}) lets at most {LIMIT} workers in at once (and, with enough waiting, exactly {LIMIT})"

@@ -17,6 +17,7 @@ import psutil
 
 from .common import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Report, Sizes, Stopwatch
 
+TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "spawn"
 CLAIM = "creating a process costs far more (10x or more) than creating a thread"
 SIZES = {"default": Sizes(count=50, size=1), "quick": Sizes(count=10, size=1)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import itertools
 import re
 import sys
 import sysconfig
@@ -17,6 +18,7 @@ from .report import Deadlock, DeadlockError, Edge, Inversion, Site, WaitLink
 POLL_SECONDS = 0.1
 STDLIB = sysconfig.get_paths()["stdlib"]
 # `self.lock_a = threading.Lock()` or `lock_a: Lock = Lock()` -> "self.lock_a" / "lock_a"
+# (a lock made anywhere else is named lock#N@file:line)
 ASSIGNED = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?::[^=]+)?=[^=]")
 
 
@@ -79,6 +81,7 @@ class Checker:
         self._names: dict[int, str] = {}
         self._after: dict[TrackedLock, dict[TrackedLock, Edge]] = {}
         self._reported: set[frozenset] = set()
+        self._serial = itertools.count(1)  # next() on it is one C call: thread-safe
 
     # -- making locks ---------------------------------------------------------------------------
 
@@ -92,7 +95,8 @@ class Checker:
         created = Site.of(frame)
         if name is None:
             m = ASSIGNED.match(created.text)
-            name = m.group(1) if m else f"lock@{created.file.rsplit('/', 1)[-1]}:{created.line}"
+            # the serial number tells apart several locks made on one line: `a, b = Lock(), Lock()`
+            name = m.group(1) if m else f"lock#{next(self._serial)}@{created.file.rsplit('/', 1)[-1]}:{created.line}"
         return cls(self, name, created)
 
     @contextlib.contextmanager

@@ -1,0 +1,162 @@
+"""multiserve lab: each experiment at a small size; invariants and the JSON contract, never timings."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from multiserve.lab import EXPERIMENTS, experiment
+from multiserve.lab import run as run_experiment
+from multiserve.lab.common import Sizes, no_progress
+
+ROW_KEYS = {
+    "cpu": {"method", "seconds"}, "io": {"method", "seconds"}, "spawn": {"method", "seconds"},
+    "pool": {"method", "seconds"}, "race": {"variant", "lock", "expected", "final", "lost_updates"},
+    "semaphore": {"limit", "peak_concurrency"}, "deadlock": {"variant", "detected", "cycle", "completed"},
+    "event": {"waiters", "spread_ms"},
+}
+# Small enough that the whole file runs in seconds; big enough that every code path runs.
+TINY = {
+    "cpu": Sizes(count=2, size=2000), "io": Sizes(count=5, size=0.05), "spawn": Sizes(count=3, size=1),
+    "pool": Sizes(count=20, size=100), "race": Sizes(count=3, size=200), "semaphore": Sizes(count=20, size=0.03),
+    "deadlock": Sizes(count=2, size=0.01), "event": Sizes(count=5, size=1),
+}
+
+
+def check_contract(obj, name):
+    assert set(obj) == {"experiment", "claim", "verdict", "why", "machine", "results"}
+    assert obj["experiment"] == name
+    assert obj["verdict"] in ("holds", "does not hold", "inconclusive")
+    assert obj["claim"] and obj["why"]
+    assert set(obj["machine"]) == {"cores", "python", "gil_enabled"}
+    assert isinstance(obj["machine"]["cores"], int) and obj["machine"]["cores"] >= 1
+    assert isinstance(obj["machine"]["gil_enabled"], bool)
+    assert obj["results"], "no rows"
+    for row in obj["results"]:
+        assert ROW_KEYS[name] <= set(row), f"{name} row misses {ROW_KEYS[name] - set(row)}"
+    json.dumps(obj)  # serialisable as it stands
+
+
+@pytest.fixture(scope="module")
+def reports():
+    """Each experiment run once, at its tiny size (shared by the tests below)."""
+    return {name: run_experiment(experiment(name), TINY[name], no_progress) for name in EXPERIMENTS}
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_json_contract(reports, name):
+    check_contract(reports[name].to_json(), name)
+
+
+@pytest.mark.parametrize("name", ["cpu", "io", "spawn", "pool"])
+def test_timed_rows_are_positive_and_every_method_ran(reports, name):
+    rows = reports[name].results
+    assert all(r["seconds"] > 0 for r in rows)
+    assert len({r["method"] for r in rows}) == len(rows)
+
+
+def test_race_lock_loses_nothing_and_paused_unlocked_loses_updates(reports):
+    rows = reports["race"].results
+    for row in rows:
+        assert row["final"] == row["expected"] - row["lost_updates"]
+        if row["lock"]:
+            assert row["lost_updates"] == 0, row
+    paused_unlocked = [r for r in rows if not r["lock"] and "pause" in r["variant"]]
+    assert {r["variant"].split(",")[0] for r in paused_unlocked} == {"threads", "processes"}
+    assert all(r["lost_updates"] > 0 for r in paused_unlocked), paused_unlocked
+    assert reports["race"].verdict == "holds"
+
+
+def test_semaphore_peak_is_exactly_its_limit(reports):
+    row = reports["semaphore"].results[0]
+    assert row["peak_concurrency"] == row["limit"] == 5
+    slots = {s["slot"] for s in row["spans"]}
+    assert slots == set(range(5)) and len(row["spans"]) == 20
+
+
+def test_deadlock_is_detected_with_both_locks_and_threads(reports):
+    opposite, lucky, ordered = reports["deadlock"].results
+    assert opposite["deadlocked"] and opposite["detected"] and not opposite["completed"] and not opposite["hung"]
+    cycle = opposite["cycle"]
+    assert cycle["kind"] == "deadlock"
+    assert sorted(cycle["locks"]) == ["lock_a", "lock_b"]
+    assert sorted(cycle["threads"]) == ["thread-1", "thread-2"]
+    for link in cycle["links"]:  # who holds what, waiting for what, with the code lines
+        assert link["holds"] != link["waits_for"]
+        assert "with first" in link["held_at"]["code"] and "with second" in link["wait_at"]["code"]
+    assert sorted(opposite["outcome"]) == ["done", "stopped by lockdep"]
+
+
+def test_lockdep_flags_the_inversion_in_a_run_that_did_not_deadlock(reports):
+    lucky = reports["deadlock"].results[1]
+    assert lucky["completed"] and not lucky["deadlocked"] and lucky["detected"]
+    assert lucky["cycle"]["kind"] == "inversion" and sorted(lucky["cycle"]["locks"]) == ["lock_a", "lock_b"]
+
+
+def test_one_global_order_completes_without_reports(reports):
+    ordered = reports["deadlock"].results[2]
+    assert ordered["completed"] and not ordered["detected"] and ordered["cycle"] is None
+
+
+def test_event_wakes_every_waiter(reports):
+    for row in reports["event"].results:
+        assert row["woken"] == row["waiters"] == 5
+        assert row["spread_ms"] >= 0 and row["last_ms"] >= row["first_ms"]
+
+
+def test_pool_counts_workers(reports):
+    rows = {r["method"]: r for r in reports["pool"].results}
+    assert rows["thread per task"]["workers"] == 20
+    assert rows["process pool: map"]["peak_processes"] >= 1
+
+
+def lab(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "multiserve", "lab", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_deadlock_exits_within_the_bound_and_writes_json_and_plot(tmp_path):
+    out = lab("deadlock", "--quick", "--json", str(tmp_path / "d.json"), "--plot", str(tmp_path / "d.png"),
+              timeout=30)  # the experiment's own bound is 10 s a run; a hang fails here
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "d.json").read_text())
+    check_contract(data, "deadlock")
+    assert data["results"][0]["detected"] and "lock_a" in out.stdout and "verdict" in out.stdout
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_all_writes_a_list(tmp_path):
+    # `all` at full --quick size takes ~15 s; the list format is checked on two cheap experiments
+    # through the same code path by patching the registry in a child process.
+    script = (
+        "import sys, multiserve.lab as lab\n"
+        "lab.EXPERIMENTS = {k: lab.EXPERIMENTS[k] for k in ('semaphore', 'deadlock')}\n"
+        "import multiserve.lab.cli\n"
+        "from multiserve.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, "lab", "all", "--quick", "--json", str(tmp_path / "a.json"),
+                          "--plot", str(tmp_path / "plots")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert [d["experiment"] for d in data] == ["semaphore", "deadlock"]
+    for d in data:
+        check_contract(d, d["experiment"])
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["deadlock.png", "semaphore.png"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["all", "--count", "3"], "--count and --size apply to one experiment"),
+    (["semaphore", "--quick", "--json", "/nonexistent-dir/x.json"], "cannot write /nonexistent-dir/x.json"),
+])
+def test_bad_input_is_one_clear_line(args, message):
+    out = lab(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_number_is_a_usage_error():
+    out = lab("race", "--count", "0")
+    assert out.returncode == 2 and "must be >= 1" in out.stderr and "Traceback" not in out.stderr
