@@ -22,6 +22,11 @@ STDLIB = sysconfig.get_paths()["stdlib"]
 ASSIGNED = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?::[^=]+)?=[^=]")
 
 
+def _in_stdlib(path: str) -> bool:
+    """The standard library's own files (not a site-packages that may live under the same root)."""
+    return path.startswith(STDLIB) and "-packages" not in path
+
+
 class TrackedLock:
     """A ``threading.Lock`` whose acquisitions the checker sees. Same methods, same meaning."""
 
@@ -107,7 +112,7 @@ class Checker:
         def factory(tracked, plain):
             def make(*args, **kwargs):
                 frame = sys._getframe(1)
-                if frame.f_code.co_filename.startswith(STDLIB):
+                if _in_stdlib(frame.f_code.co_filename):
                     return plain(*args, **kwargs)
                 return self._make(tracked, None, frame)
 
