@@ -6,6 +6,7 @@ that receives ``NAME.png`` for each experiment).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -33,8 +34,6 @@ def add_arguments(parser):
 
 
 def _positive_int(text):
-    import argparse
-
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -42,8 +41,6 @@ def _positive_int(text):
 
 
 def _positive_float(text):
-    import argparse
-
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")

@@ -27,6 +27,14 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_thread_pool_size() -> int:
+    """What ``ThreadPoolExecutor()`` picks when not told: min(32, cores + 4) since Python 3.8 (read
+    from a real executor, so a future change shows up here)."""
+    import concurrent.futures
+
+    return concurrent.futures.ThreadPoolExecutor()._max_workers
+
+
 def gil_enabled() -> bool:
     """``sys._is_gil_enabled()`` where it exists (3.13+); every older CPython has the GIL."""
     probe = getattr(sys, "_is_gil_enabled", None)

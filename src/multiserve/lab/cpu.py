@@ -10,7 +10,8 @@ import concurrent.futures
 import multiprocessing
 import threading
 
-from .common import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Report, Sizes, Stopwatch, cores, gil_enabled, speedup_rows
+from .common import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Report, Sizes, Stopwatch, cores, default_thread_pool_size,
+                     gil_enabled, speedup_rows)
 
 TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "cpu"
@@ -71,15 +72,11 @@ def thread_pool(count, size):
         return list(pool.map(task, [size] * count))
 
 
-def _default_thread_pool_size() -> int:
-    return concurrent.futures.ThreadPoolExecutor()._max_workers  # min(32, cores + 4) since 3.8
-
-
 def run(sizes: Sizes, progress) -> Report:
     count, size = sizes.count, int(sizes.size)
     expected = task(size)
     methods = [("serial", serial, 1), ("threads", threads, count), ("processes", processes, count),
-               ("process pool", process_pool, cores()), ("thread pool", thread_pool, _default_thread_pool_size())]
+               ("process pool", process_pool, cores()), ("thread pool", thread_pool, default_thread_pool_size())]
     rows = []
     for k, (method, fn, workers) in enumerate(methods):
         progress(method, k, len(methods))

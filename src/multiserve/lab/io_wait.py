@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch
+from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch, default_thread_pool_size
 
 TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "io"
@@ -64,7 +64,7 @@ def gevent_greenlets(count, seconds) -> float:
 
 def run(sizes: Sizes, progress) -> Report:
     count, seconds = sizes.count, float(sizes.size)
-    pool_workers = concurrent.futures.ThreadPoolExecutor()._max_workers  # min(32, cores + 4)
+    pool_workers = default_thread_pool_size()
     methods = [("threads", threads, count, ""), ("processes", processes, count, ""),
                ("thread pool", thread_pool, pool_workers, f"default size: {pool_workers} at a time"),
                ("asyncio tasks", asyncio_tasks, count, "asyncio.sleep (a blocking sleep would serialize)"),
@@ -75,8 +75,8 @@ def run(sizes: Sizes, progress) -> Report:
     for k, (method, fn, workers, note) in enumerate(methods):
         progress(method, k, len(methods))
         with Stopwatch() as sw:
-            inner = fn(count, seconds)
-        rows.append({"method": method, "workers": workers, "seconds": round(inner if inner else sw.seconds, 4),
+            inside = fn(count, seconds)  # only gevent's returns a time: measured inside its process
+        rows.append({"method": method, "workers": workers, "seconds": round(inside or sw.seconds, 4),
                      "computed": False, "note": note})
     progress("done", len(methods), len(methods))
     for row in rows:

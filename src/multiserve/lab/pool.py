@@ -18,7 +18,7 @@ import threading
 
 import psutil
 
-from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch, cores
+from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch, cores, default_thread_pool_size
 
 TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "pool"
@@ -128,7 +128,7 @@ def _pooled(executor, workers, use):
 
 
 def methods():
-    threads = concurrent.futures.ThreadPoolExecutor()._max_workers  # min(32, cores + 4): the default
+    threads = default_thread_pool_size()
     procs = cores()
     pools = [("thread pool", concurrent.futures.ThreadPoolExecutor, threads),
              ("process pool", concurrent.futures.ProcessPoolExecutor, procs)]
