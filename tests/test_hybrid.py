@@ -45,16 +45,26 @@ def hybrid(*args, env=None):
 
 
 def workers_of(srv) -> set[int]:
-    return {c.pid for c in psutil.Process(srv.pid).children() if c.status() != psutil.STATUS_ZOMBIE}
+    alive = set()
+    for child in psutil.Process(srv.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.add(child.pid)
+        except psutil.NoSuchProcess:  # exited between the listing and the look
+            pass
+    return alive
 
 
 def owner_of(srv, sock: socket.socket) -> int | None:
     """The worker pid holding the server end of ``sock``."""
     port = sock.getsockname()[1]
     for pid in workers_of(srv):
-        for conn in psutil.Process(pid).net_connections("tcp"):
-            if conn.raddr and conn.raddr.port == port:
-                return pid
+        try:
+            conns = psutil.Process(pid).net_connections("tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(conn.raddr and conn.raddr.port == port for conn in conns):
+            return pid
     return None
 
 

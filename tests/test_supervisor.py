@@ -83,7 +83,14 @@ def wait_ready(proc, timeout=15.0) -> None:
 
 
 def workers_of(proc) -> set[int]:
-    return {child.pid for child in psutil.Process(proc.pid).children() if child.status() != psutil.STATUS_ZOMBIE}
+    alive = set()
+    for child in psutil.Process(proc.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.add(child.pid)
+        except psutil.NoSuchProcess:  # exited between the listing and the look
+            pass
+    return alive
 
 
 def wait_for(predicate, timeout: float, what: str):

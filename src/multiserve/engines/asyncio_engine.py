@@ -32,6 +32,10 @@ log = logging.getLogger("multiserve")
 WRITE_HIGH_WATER = 64 * 1024
 QUEUE_HIGH_WATER = 1024
 DEFAULT_BLOCKING_THREADS = 16
+# On stop, how long a connection that has sent nothing yet may take to send its first request:
+# far above a loopback client's connect-to-send gap even on a loaded 2-core machine (scheduler
+# slices are milliseconds), small against --grace's 10 s default.
+FIRST_REQUEST_GRACE = 0.5
 IDLE_TIMEOUT = error_reply("idle timeout")
 REQUEST_TIMEOUT = error_reply("request timeout")
 
@@ -98,6 +102,8 @@ class LineProtocol(asyncio.Protocol):
         state.connections.add(self)
         self.last_active = now = state.loop.time()
         self._arm(now + state.config.idle_timeout)
+        if state.stopping:  # adopted from the backlog during a stop
+            self.stop()
 
     def connection_lost(self, exc):
         state = self.state
@@ -297,8 +303,21 @@ class LineProtocol(asyncio.Protocol):
 
     # -- stop -----------------------------------------------------------------------------------
     def stop(self):
-        """Graceful stop: finish the requests already received, then close."""
-        if not self.closing:
+        """Graceful stop: finish the requests already received, then close.
+
+        A client that has not sent a byte yet (accepted just before the stop, or from the backlog
+        on stop) gets FIRST_REQUEST_GRACE to send its first request, which is answered: closing
+        it at once would fail a new connection whose request is a moment away.
+        """
+        if self.closing:
+            return
+        if self.session is not None and self.session.requests == 0 and self.queue is None and self.request_started is None:
+            self.state.loop.call_later(FIRST_REQUEST_GRACE, self._finish_if_open)
+            return
+        self._finish_then(None)
+
+    def _finish_if_open(self):
+        if not self.closing and not self.transport.is_closing():
             self._finish_then(None)
 
     def _peer(self) -> str:

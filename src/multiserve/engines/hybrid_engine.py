@@ -147,10 +147,12 @@ class HybridWorker:
             loop.add_signal_handler(signum, stop.set)
         budget = RequestBudget(config.max_requests, context.slot) if config.max_requests else None
         state = ServerState(self.service, config, stats, cpu_executor=pool, on_request=budget)
-        if config.max_conns:
-            state.admission = SharedLimit(config.max_conns, context, state)
+        limit = SharedLimit(config.max_conns, context, state) if config.max_conns else None
         if self.listener is None:  # our own SO_REUSEPORT socket: leave the group right after the last accept
             state.on_last_accept = listener.close
+            state.admission = limit
+        else:
+            state.admission = HandOff(context.slot, state, limit)
         slot = context.slot
 
         def beat():
@@ -184,6 +186,21 @@ class RequestBudget:
         if self.left <= 0 and not self.slot.recycle:
             self.slot.recycle = 1
             log.info("worker %d served %d requests (--max-requests): asking to be replaced", os.getpid(), self.limit)
+
+
+class HandOff:
+    """``admission`` on the shared socket: once draining while other workers keep serving
+    (``slot.handoff``), accept nothing more, so the backlog goes to the workers that stay."""
+
+    def __init__(self, slot, state: ServerState, limit):
+        self.slot = slot
+        self.state = state
+        self.limit = limit
+
+    def __call__(self, open_here: int) -> bool:
+        if self.state.stopping and self.slot.handoff:
+            return False
+        return self.limit is None or self.limit(open_here)
 
 
 class SharedLimit:

@@ -249,6 +249,7 @@ class Arbiter:
     def retire(self, worker: Worker, why: str) -> None:
         """SIGTERM: the worker stops accepting, finishes in-flight requests and exits."""
         worker.deadline = time.monotonic() + self.grace + KILL_MARGIN
+        self.table.slots[worker.index].handoff = 0 if self.stopping else 1
         log.info("supervisor %d: draining worker %d (%s)", self.pid, worker.pid, why)
         _signal(worker.pid, signal.SIGTERM)
 

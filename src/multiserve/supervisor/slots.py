@@ -1,6 +1,7 @@
 """The table a supervisor and its workers share: one slot per worker, in anonymous shared memory.
 
-A worker writes, the supervisor reads (and resets a slot before lending it to a new worker):
+A worker writes, the supervisor reads (and resets a slot before lending it to a new worker),
+except ``handoff``, which only the supervisor writes:
 
 ``beat``
     ``time.monotonic()`` of the worker's last heartbeat. The worker's *event loop* writes it from a
@@ -11,6 +12,10 @@ A worker writes, the supervisor reads (and resets a slot before lending it to a 
 ``recycle``
     1 when the worker asks to be replaced (``--max-requests`` reached): the supervisor starts its
     successor first, then drains it, so capacity never drops.
+``handoff``
+    set by the supervisor before it drains a worker while others keep serving (reload, recycle,
+    SIGTTOU): a worker on the shared socket then leaves its backlog to them instead of accepting
+    it only to close those connections in its own drain.
 ``open``
     the worker's open connections, so every worker can enforce one global ``--max-conns``.
 ``connections``, ``requests``, ``errors``
@@ -31,6 +36,7 @@ class Slot(ctypes.Structure):
         ("beat", ctypes.c_double),
         ("ready", ctypes.c_int64),
         ("recycle", ctypes.c_int64),
+        ("handoff", ctypes.c_int64),
         ("open", ctypes.c_int64),
         ("connections", ctypes.c_int64),
         ("requests", ctypes.c_int64),
