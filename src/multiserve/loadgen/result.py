@@ -1,0 +1,109 @@
+"""What a run measured: :class:`LoadResult`, built by merging the workers' reports exactly."""
+from __future__ import annotations
+
+import dataclasses
+
+from . import stats
+from .spec import LoadSpec
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """Counts are replies received inside the measured window (after warm-up), as the C
+    reference client counts them. ``latency_us`` is measured from the intended send time (open
+    loop: corrected for coordinated omission; closed loop: intended == actual). ``histogram`` is
+    the merged HdrHistogram, for callers that want other percentiles."""
+
+    spec: LoadSpec
+    processes: int
+    duration_s: float
+    requests: int
+    errors: dict[str, int]
+    mismatches: int
+    mismatch_examples: list[tuple[str, str]]
+    latency_us: dict[str, int]
+    latency_uncorrected_us: dict[str, int] | None
+    timeline: list[dict]
+    connect: dict
+    loop: str
+    histogram: object = dataclasses.field(repr=False, default=None)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """No wrong reply and at least one right one: what ``multiserve bench`` exits 0 on."""
+        return self.mismatches == 0 and self.requests > 0
+
+    def to_dict(self) -> dict:
+        """The JSON object of ``multiserve bench --json``."""
+        spec = self.spec
+        out = {
+            "target": f"{spec.host}:{spec.port}",
+            "mode": "open" if spec.open_loop else "closed",
+            "connections": spec.connections,
+            "pipeline": spec.pipeline,
+            "processes": self.processes,
+            "loop": self.loop,
+            "request_bytes": spec.size,
+            "expect": spec.expect,
+            "warmup_s": spec.warmup,
+            "duration_s": round(self.duration_s, 6),
+            "requests": self.requests,
+            "rps": round(self.rps, 1),
+            "errors": dict(self.errors),
+            "mismatches": self.mismatches,
+            "mismatch_examples": [{"got": got, "expected": exp} for got, exp in self.mismatch_examples],
+            "latency_us": dict(self.latency_us),
+            "connect": dict(self.connect),
+            "timeline": list(self.timeline),
+        }
+        if spec.open_loop:
+            out["rate_target"] = spec.rate
+            out["rate_achieved"] = round(self.rps, 1)
+            out["latency_uncorrected_us"] = dict(self.latency_uncorrected_us or {})
+        return out
+
+
+def merge_reports(spec: LoadSpec, ready: list[dict], done: list[dict], failures: list[str]) -> LoadResult:
+    """One result from the workers' ``ready`` (connect) and ``done`` (run) reports."""
+    errors: dict[str, int] = {}
+    for report in [*ready, *done]:
+        for kind, n in report.get("errors", {}).items():
+            errors[kind] = errors.get(kind, 0) + n
+    if failures:
+        errors["worker"] = errors.get("worker", 0) + len(failures)
+    hist = stats.merge(r["hist"] for r in done)
+    raw = stats.merge(r["raw_hist"] for r in done) if spec.open_loop else None
+    seconds = max((len(r["timeline"]) for r in done), default=0)
+    timeline = []
+    for i in range(seconds):
+        parts = [r["timeline"][i] for r in done if i < len(r["timeline"])]
+        second = stats.merge(blob for _, blob in parts)
+        timeline.append({"second": i + 1, "requests": sum(n for n, _ in parts), "p99_us": stats.summary(second)["p99"]})
+    examples = [e for r in done for e in r["examples"]][:5]
+    connect_hist = stats.merge(r["hist"] for r in ready)
+    connect = {
+        "connected": sum(r["connected"] for r in ready),
+        "failed": sum(r["failed"] for r in ready),
+        "time_s": round(max((r["time_s"] for r in ready), default=0.0), 6),
+        "p50_us": stats.summary(connect_hist)["p50"],
+        "max_us": stats.summary(connect_hist)["max"],
+    }
+    return LoadResult(
+        spec=spec,
+        processes=len(ready),
+        duration_s=max((r["duration_s"] for r in done), default=0.0),
+        requests=sum(r["requests"] for r in done),
+        errors=errors,
+        mismatches=sum(r["mismatches"] for r in done),
+        mismatch_examples=examples,
+        latency_us=stats.summary(hist),
+        latency_uncorrected_us=stats.summary(raw) if raw is not None else None,
+        timeline=timeline,
+        connect=connect,
+        loop=done[0]["loop"] if done else "",
+        histogram=hist,
+    )

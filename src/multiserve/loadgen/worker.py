@@ -1,0 +1,312 @@
+"""One worker process: one event loop (uvloop when installed) driving its share of connections.
+
+Life cycle, driven by the parent (:mod:`multiserve.loadgen.runner`) through a pipe and an Event:
+
+1. connect every connection (concurrently, each bounded by ``connect_timeout``), report
+   ``("ready", connect_report)``;
+2. wait for the parent's Event (the green light), read the shared start time ``t0`` (CLOCK_MONOTONIC,
+   the same clock in every process) and start all connections at ``t0``;
+3. warm up, record for ``duration`` (or until the request quota is answered), report
+   ``("done", report)`` with histograms in HdrHistogram's encoding, and exit.
+
+A connection the server closes or resets is counted under its error kind and reconnected once;
+if that reconnect fails too, the connection stays down for the rest of the run.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import socket
+import time
+
+from ..engines.loops import loop_name, new_event_loop
+from . import stats
+from .connection import LoadConnection, now_us
+from .spec import LoadSpec, expected_reply, requests_ring
+
+# At most this many connects in flight at once: a burst of thousands of SYNs overflows the
+# server's listen backlog (Linux default somaxconn 4096) and costs 1 s SYN retransmits.
+CONNECT_CONCURRENCY = 256
+# The live request counter in shared memory is refreshed this often (the progress line's tick).
+PROGRESS_INTERVAL = 0.25
+# Mismatching replies kept as examples (the report shows "the first few").
+MAX_EXAMPLES = 5
+# A reply line longer than this without a newline is counted as a mismatch and dropped:
+# the server's own line limit (protocol.framing.DEFAULT_MAX_LINE).
+MAX_REPLY = 65536
+# Open loop: the scheduler batches requests due within this many seconds (uvloop's timers have
+# 1 ms resolution, so a finer tick would not fire sooner).
+MIN_TICK = 0.001
+
+_ERROR_KINDS = (
+    (ConnectionRefusedError, "refused"),
+    (ConnectionResetError, "reset"),
+    (BrokenPipeError, "reset"),
+    (ConnectionAbortedError, "reset"),
+    (asyncio.TimeoutError, "timeout"),
+    (TimeoutError, "timeout"),
+    (socket.gaierror, "resolve"),
+)
+
+
+def error_kind(exc: BaseException) -> str:
+    for cls, kind in _ERROR_KINDS:
+        if isinstance(exc, cls):
+            return kind
+    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+        return errno.errorcode[exc.errno].lower()
+    return type(exc).__name__.lower()
+
+
+class Worker:
+    """The state the connections of one process share (see LoadConnection for the hot path)."""
+
+    def __init__(self, spec: LoadSpec, index: int, connections: int, first_conn: int, quota, rate):
+        self.spec = spec
+        self.index = index
+        self.open_loop = spec.open_loop
+        self.pipeline = spec.pipeline
+        self.check = spec.expect != "any"
+        self.max_reply = MAX_REPLY
+        self.reqs = requests_ring(spec)
+        self.reps = [expected_reply(spec, r) for r in self.reqs]
+        self.ring = len(self.reqs)
+        self.line_len = len(self.reqs[0])
+        self.stream_len = self.ring * self.line_len
+        # doubled, so a burst that wraps around the ring is still one slice / one startswith
+        self.req_stream = b"".join(self.reqs) * 2
+        self.rep_stream = b"".join(self.reps) * 2
+        self.quota = quota
+        self.rate = rate
+        self.conns = [LoadConnection(self, first_conn + i, i) for i in range(connections)]
+        self.running = False
+        self.recording = False
+        self.done = 0
+        self.done_before_window = 0
+        self.lat: dict[int, int] = {}
+        self.raw: dict[int, int] = {}
+        self.hist = stats.new_histogram()
+        self.raw_hist = stats.new_histogram()
+        self.second = stats.new_histogram()
+        self.timeline: list[tuple[int, bytes]] = []
+        self.second_done = 0
+        self.errors: dict[str, int] = {}
+        self.mismatches = 0
+        self.examples: list[tuple[str, str]] = []
+        self.connect_hist = stats.new_histogram()
+        self.connect_time = 0.0
+        self.window = (0.0, 0.0)
+        self.finished: asyncio.Future | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.rr = 0  # open loop round robin
+        self.issued = 0
+
+    # -- called by connections ---------------------------------------------------------------
+    error_kind = staticmethod(error_kind)
+
+    def mismatch(self, got: bytes, expected: bytes | None) -> None:
+        if not self.recording and self.running:
+            return  # warm-up: not counted, as for every other figure
+        self.mismatches += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append((got[:80].decode("ascii", "replace"), "" if expected is None else expected.decode("ascii", "replace")))
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def connection_failed(self, conn: LoadConnection, kind: str) -> None:
+        """The server closed or reset ``conn``: count it, and (during the run) reconnect once."""
+        if not conn.alive:
+            return  # already counted, or closed by us at the end
+        conn.alive = False
+        self.count_error(kind)
+        if self.running:
+            new = conn.successor()
+            self.conns[conn.slot] = new
+            self.loop.create_task(self._reconnect(new))
+
+    def quota_exhausted(self) -> None:
+        if all(c.inflight == 0 for c in self.conns):
+            self._finish()
+
+    # -- connecting ---------------------------------------------------------------------------
+    async def _connect(self, conn: LoadConnection, limit: asyncio.Semaphore) -> bool:
+        async with limit:
+            t = time.perf_counter()
+            try:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda: conn, self.spec.host, self.spec.port),
+                    self.spec.connect_timeout,
+                )
+            except (OSError, asyncio.TimeoutError) as exc:
+                self.count_error(error_kind(exc))
+                return False
+            stats.record_counts(self.connect_hist, {int((time.perf_counter() - t) * 1e6): 1})
+            return True
+
+    async def connect_all(self) -> dict:
+        limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        t = time.perf_counter()
+        ok = await asyncio.gather(*(self._connect(c, limit) for c in self.conns))
+        self.connect_time = time.perf_counter() - t
+        return {"connected": sum(ok), "failed": len(ok) - sum(ok)}
+
+    async def _reconnect(self, conn: LoadConnection) -> None:
+        if await self._connect(conn, asyncio.Semaphore(1)):
+            if self.running:
+                conn.start(now_us())
+        elif self.spec.requests is not None and not any(c.alive for c in self.conns):
+            self._finish()  # nothing left to answer the quota
+        if self.quota == 0:
+            self.quota_exhausted()
+
+    # -- the run ------------------------------------------------------------------------------
+    def _at(self, when: float, callback, *args):
+        """Schedule at an absolute CLOCK_MONOTONIC time (the loop's own clock may differ)."""
+        return self.loop.call_at(self.loop.time() + (when - time.monotonic()), callback, *args)
+
+    async def run(self, t0: float) -> None:
+        spec = self.spec
+        self.finished = self.loop.create_future()
+        self.running = True
+        window_start = t0 + spec.warmup
+        self._at(t0, self._release)
+        self._at(window_start, self._open_window)
+        if spec.requests is None:
+            self._at(window_start + spec.duration, self._finish)
+        self._at(t0 + PROGRESS_INTERVAL, self._progress_tick, t0 + PROGRESS_INTERVAL)
+        await self.finished
+
+    def _release(self) -> None:
+        if self.spec.warmup == 0:
+            self._open_window()  # first, so the first requests already count against the quota
+        now = now_us()
+        if self.open_loop:
+            self._t0_us = now
+            self._schedule()
+        else:
+            for conn in self.conns:
+                if conn.alive:
+                    conn.start(now)
+
+    def _open_window(self) -> None:
+        if self.recording or not self.running:
+            return
+        self.done_before_window += self.done
+        self.done = 0
+        self.lat.clear()
+        self.raw.clear()
+        self.recording = True
+        start = time.monotonic()
+        self.window = (start, start)
+        self._at(start + 1.0, self._second_tick, start + 1.0)
+
+    def _flush(self) -> None:
+        """Move the latency counts into the totals and the current second's histogram."""
+        for value, n in self.lat.items():
+            self.second.record_value(min(max(value, stats.LOWEST_US), stats.HIGHEST_US), n)
+        stats.record_counts(self.hist, self.lat)
+        stats.record_counts(self.raw_hist, self.raw)
+
+    def _close_second(self) -> None:
+        self._flush()
+        self.timeline.append((self.done - self.second_done, stats.encode(self.second)))
+        self.second_done = self.done
+        self.second = stats.new_histogram()
+
+    def _second_tick(self, when: float) -> None:
+        if self.recording:
+            self._close_second()
+            self._at(when + 1.0, self._second_tick, when + 1.0)
+
+    def _progress_tick(self, when: float) -> None:
+        if self.running:
+            self.progress[self.index] = self.done_before_window + self.done
+            if self.recording:
+                self._flush()
+            self._at(when + PROGRESS_INTERVAL, self._progress_tick, when + PROGRESS_INTERVAL)
+
+    def _schedule(self) -> None:
+        """Open loop: issue every request whose intended time has come, spread round robin."""
+        if not self.running:
+            return
+        now = now_us()
+        per_us = self.rate / 1e6
+        due = int((now - self._t0_us) * per_us) + 1
+        if self.quota is not None and self.recording:
+            due = min(due, self.issued + self.quota)
+        conns = self.conns
+        while self.issued < due:
+            intended = self._t0_us + int(self.issued / per_us)
+            for _ in range(len(conns)):
+                conn = conns[self.rr]
+                self.rr = (self.rr + 1) % len(conns)
+                if conn.alive:
+                    conn.offer(intended, now)
+                    break
+            self.issued += 1
+            if self.quota is not None and self.recording:
+                self.quota -= 1
+        if self.quota == 0:
+            self.quota_exhausted()
+            return
+        next_at = self._t0_us + int(self.issued / per_us)
+        self.loop.call_later(max((next_at - now) / 1e6, MIN_TICK), self._schedule)
+
+    def _finish(self) -> None:
+        if not self.running:
+            return
+        end = time.monotonic()
+        self.running = False
+        if self.recording:
+            self._close_second()
+            self.window = (self.window[0], end)
+        self.recording = False
+        for conn in self.conns:
+            if conn.transport is not None:
+                conn.alive = False
+                conn.transport.abort()
+        self.progress[self.index] = self.done_before_window + self.done
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def report(self) -> dict:
+        start, end = self.window
+        return {
+            "requests": self.done,
+            "duration_s": max(0.0, end - start),
+            "errors": dict(self.errors),
+            "mismatches": self.mismatches,
+            "examples": list(self.examples),
+            "hist": stats.encode(self.hist),
+            "raw_hist": stats.encode(self.raw_hist) if self.open_loop else None,
+            "timeline": self.timeline,
+            "loop": loop_name(self.loop),
+        }
+
+
+def worker_main(spec, index, connections, first_conn, quota, rate, pipe, go, t0, progress) -> None:
+    """The worker process's entry point (spawned by the runner). Never raises: a failure is sent
+    as ``("failed", reason)``."""
+    try:
+        # The hot path allocates only short-lived acyclic objects; the cyclic collector would
+        # only add pauses (a gen-0 pass every 700 allocations) to the latencies we measure.
+        gc.disable()
+        loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        worker = Worker(spec, index, connections, first_conn, quota, rate)
+        worker.loop = loop
+        worker.progress = progress
+        ready = loop.run_until_complete(worker.connect_all())
+        ready.update(time_s=worker.connect_time, hist=stats.encode(worker.connect_hist), errors=dict(worker.errors))
+        worker.errors.clear()
+        pipe.send(("ready", ready))
+        if not go.wait(timeout=spec.connect_timeout + 60):
+            return
+        loop.run_until_complete(worker.run(t0.value))
+        pipe.send(("done", worker.report()))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # reported as one line by the parent, never a traceback
+        pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
