@@ -73,16 +73,16 @@ def _open(server: Server, sampler: TreeSampler, target: int, socks: list) -> str
     return ""
 
 
-def _fresh_client(server: Server) -> float | None:
+def _fresh_client(server: Server, timeout: float) -> float | None:
     """Milliseconds for a new client to connect and get its answer; None if it was not served."""
     started = time.monotonic()
     try:
-        with socket.create_connection((server.host, server.port), timeout=FRESH_TIMEOUT) as sock:
+        with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
             sock.sendall(b"fresh\n")
             reply = b""
             while not reply.endswith(b"\n"):
                 chunk = sock.recv(64)
-                if not chunk or time.monotonic() - started > FRESH_TIMEOUT:
+                if not chunk or time.monotonic() - started > timeout:
                     return None
                 reply += chunk
     except OSError:
@@ -90,7 +90,7 @@ def _fresh_client(server: Server) -> float | None:
     return (time.monotonic() - started) * 1000 if reply == b"FRESH\n" else None
 
 
-def _ping_all(socks: list) -> int:
+def _ping_all(socks: list, base_timeout: float) -> int:
     """Send one request on every socket; count the right answers within the deadline."""
     selector = selectors.DefaultSelector()
     pending = {}
@@ -102,7 +102,7 @@ def _ping_all(socks: list) -> int:
             continue
         pending[sock] = b""
         selector.register(sock, selectors.EVENT_READ)
-    deadline = time.monotonic() + PING_BASE_S + PING_PER_CONN_S * len(socks)
+    deadline = time.monotonic() + base_timeout + PING_PER_CONN_S * len(socks)
     held = 0
     while pending and (left := deadline - time.monotonic()) > 0:
         for key, _ in selector.select(left):
@@ -122,8 +122,12 @@ def _ping_all(socks: list) -> int:
     return held
 
 
-def idle_check(engine: str, target: int, service: str = "upper") -> dict:
+def idle_check(engine: str, target: int, service: str = "upper", *, server_args=(),
+               fresh_timeout: float = FRESH_TIMEOUT, ping_timeout: float = PING_BASE_S) -> dict:
     """Hold up to ``target`` idle connections on ``engine``; see the module docstring.
+
+    ``server_args`` are extra ``multiserve serve`` options; the timeouts bound how long a fresh
+    client and the pings (plus 1 ms per connection) may wait for their answers.
 
     Returns ``{"engine", "target", "opened", "held", "stopped", "fresh_ms", "rss_kib_per_conn",
     "pss_kib_per_conn", "rss_kib_before", "rss_kib_after", "status", "reason"}``.
@@ -133,14 +137,14 @@ def idle_check(engine: str, target: int, service: str = "upper") -> dict:
            "rss_kib_after": None, "status": "failed", "reason": ""}
     socks: list[socket.socket] = []
     try:
-        with Server(engine_command(engine, service)) as server:
+        with Server(engine_command(engine, service, *server_args)) as server:
             sampler = TreeSampler(server.pid)
             rss0, pss0 = sampler.sample(), _tree_pss(sampler)
             try:
                 row["stopped"] = _open(server, sampler, target, socks)
                 row["opened"] = len(socks)
-                row["fresh_ms"] = _fresh_client(server)
-                row["held"] = _ping_all(socks)
+                row["fresh_ms"] = _fresh_client(server, fresh_timeout)
+                row["held"] = _ping_all(socks, ping_timeout)
                 rss1, pss1 = sampler.sample(), _tree_pss(sampler)
             finally:
                 for sock in socks:

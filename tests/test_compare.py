@@ -1,0 +1,131 @@
+"""``multiserve compare`` end to end: real servers, real load, real files."""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from multiserve.compare import LoadSettings, Options, run_compare
+from multiserve.compare.report import TABLE_HEADER
+
+CELL_FIELDS = {"service", "engine", "baseline", "connections", "rps", "p50_us", "p99_us", "p999_us", "errors",
+               "mismatches", "cpu_s", "rss_kib", "status", "reason"}
+MACHINE_FIELDS = {"cores", "python", "versions", "date", "commit"}
+
+
+def png_size(path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk; AssertionError unless it is a PNG."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    assert data[-8:-4] == b"IEND", f"{path.name} is truncated"
+    return struct.unpack(">II", data[16:24])
+
+
+def report_rows(text: str) -> dict[tuple[int, str], list[str]]:
+    """The service tables of report.md as {(connections, server): columns}."""
+    rows = {}
+    columns = [c.strip() for c in TABLE_HEADER.strip("|").split("|")]
+    in_table = False
+    for line in text.splitlines():
+        if line == TABLE_HEADER:
+            in_table = True
+            continue
+        if not line.startswith("|"):
+            in_table = False
+            continue
+        if in_table and not line.startswith("|---"):
+            cols = dict(zip(columns, (c.strip() for c in line.strip("|").split(" | "))))
+            server = cols["server"].replace("**", "").replace("★", "").replace("(baseline)", "").strip()
+            rows[(int(cols["connections"]), server)] = cols
+    return rows
+
+
+def check_report_matches(out, results):
+    rows = report_rows((out / "report.md").read_text())
+    assert len(rows) == len(results["cells"])
+    for cell in results["cells"]:
+        row = rows[(cell["connections"], cell["engine"])]
+        if cell["status"] == "ok":
+            assert row["req/s"] == f"{cell['rps']:,.0f}"
+            assert row["p99 µs"] == f"{cell['p99_us']:,.0f}"
+            assert row["status"] == "ok"
+        else:
+            assert row["status"].startswith("failed:")
+            assert row["req/s"] == "–"
+    return rows
+
+
+@pytest.mark.timeout(180)
+def test_tiny_matrix_writes_results_report_and_plots(tmp_path):
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "multiserve", "compare", "--engines", "thread,asyncio", "--services", "upper",
+           "--connections", "4", "--duration", "1", "--warmup", "0.2", "--no-baselines",
+           "--load-processes", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert str(out / "report.md") in proc.stdout.replace("\n", "")
+
+    results = json.loads((out / "results.json").read_text())
+    assert MACHINE_FIELDS <= set(results["machine"])
+    assert results["machine"]["cores"] >= 1
+    cells = results["cells"]
+    assert {(c["engine"], c["connections"]) for c in cells} == {("thread", 4), ("asyncio", 4)}
+    for cell in cells:
+        assert CELL_FIELDS <= set(cell), CELL_FIELDS - set(cell)
+        assert cell["status"] == "ok", cell["reason"]
+        assert cell["baseline"] is False and cell["service"] == "upper"
+        assert cell["rps"] > 0 and cell["errors"] == 0 and cell["mismatches"] == 0
+        assert 0 < cell["p50_us"] <= cell["p99_us"] <= cell["p999_us"]
+        assert cell["cpu_s"] > 0 and cell["rss_kib"] > 1024  # an interpreter is over 1 MiB
+        assert cell["raw"][0]["requests"] > 0
+
+    check_report_matches(out, results)
+    report = (out / "report.md").read_text()
+    best = max(cells, key=lambda c: c["rps"])
+    assert f"**{best['engine']}** ★" in report
+    assert f"{best['engine']} wins at 4 connections" in report
+    for name in ("upper-rps.png", "upper-p99.png"):
+        width, height = png_size(out / name)
+        assert width >= 300 and height >= 200
+        assert (out / name).stat().st_size > 5000  # axes, lines and labels, not an empty canvas
+        assert f"]({name})" in report
+
+
+@pytest.mark.timeout(180)
+def test_a_server_that_fails_to_start_is_a_failed_cell_and_the_run_goes_on(tmp_path):
+    options = Options(engines=["no-such-engine", "thread"], services=["upper"], connections=[2],
+                      load=LoadSettings(duration=0.5, warmup=0.0, processes=1), baselines=False, out=tmp_path)
+    seen = []
+    results = run_compare(options, on_step=lambda what, row: seen.append(row["status"]))
+    assert seen == ["failed", "ok"]  # the failure came first and the next cell still ran
+    by_engine = {c["engine"]: c for c in results["cells"]}
+    failed = by_engine["no-such-engine"]
+    assert failed["status"] == "failed"
+    assert "exited 2 before ready" in failed["reason"] and "unknown engine" in failed["reason"]
+    assert failed["rps"] is None
+    assert by_engine["thread"]["status"] == "ok"
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert [c["status"] for c in on_disk["cells"]] == ["failed", "ok"]
+    check_report_matches(tmp_path, on_disk)
+    report = (tmp_path / "report.md").read_text()
+    assert "upper / no-such-engine / 2 connections: exited 2 before ready" in report
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("argv, message", [
+    (["--engines", "thread,nope"], "unknown engine(s) nope"),
+    (["--services", "bogus"], "unknown service 'bogus'"),
+    (["--connections", "0"], "connection counts must be >= 1"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, argv, message):
+    proc = subprocess.run([sys.executable, "-m", "multiserve", "compare", *argv, "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
