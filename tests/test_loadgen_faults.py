@@ -186,3 +186,13 @@ def test_open_loop_shows_a_stall_that_closed_loop_hides():
     d = open_loop.to_dict()
     assert d["rate_target"] == 1000
     assert 700 <= d["rate_achieved"] <= 1100
+
+
+def test_a_server_that_never_answers_cannot_hang_a_counted_run():
+    with FaultyServer(lambda state, line: b"") as srv:
+        started = time.monotonic()
+        result = run_load(LoadSpec(port=srv.port, connections=3, requests=10, duration=None, processes=1, reply_timeout=0.5))
+        elapsed = time.monotonic() - started
+    assert result.errors == {"timeout": 3}
+    assert result.requests == 0 and not result.ok
+    assert elapsed < 15

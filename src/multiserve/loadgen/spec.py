@@ -38,6 +38,10 @@ class LoadSpec:
     expect: str = "upper"
     warmup: float = 0.0
     connect_timeout: float = 5.0
+    # With ``requests`` (no duration), a run in which no reply arrives for this long ends,
+    # counting the connections still waiting as "timeout" errors, so a server that accepts and
+    # never answers cannot hang the tool. 10 s: far above any latency of a healthy server here.
+    reply_timeout: float = 10.0
 
     def validate(self) -> "LoadSpec":
         """Raises ValueError with a one-line reason for the first bad field; returns self."""
@@ -52,6 +56,7 @@ class LoadSpec:
             (self.expect in EXPECTS, f"expect must be one of {', '.join(EXPECTS)}"),
             (self.warmup >= 0, "warmup must be >= 0"),
             (self.connect_timeout > 0, "connect timeout must be > 0"),
+            (self.reply_timeout > 0, "reply timeout must be > 0"),
             (b"\n" not in bytes(self.message), "message must not contain a newline"),
             (self.size is None or self.size >= min_size(self), f"size must be >= {min_size(self)} bytes"),
         ]

@@ -101,6 +101,8 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.rr = 0  # open loop round robin
         self.issued = 0
+        self.progress = None  # shared array: this worker's live reply count, for the parent
+        self.last_progress = (0.0, -1)  # (time, replies) when the reply count last moved
 
     # -- called by connections ---------------------------------------------------------------
     error_kind = staticmethod(error_kind)
@@ -127,7 +129,7 @@ class Worker:
             self.loop.create_task(self._reconnect(new))
 
     def quota_exhausted(self) -> None:
-        if all(c.inflight == 0 for c in self.conns):
+        if all(c.inflight == 0 and not c.backlog for c in self.conns):
             self._finish()
 
     # -- connecting ---------------------------------------------------------------------------
@@ -221,11 +223,21 @@ class Worker:
             self._at(when + 1.0, self._second_tick, when + 1.0)
 
     def _progress_tick(self, when: float) -> None:
-        if self.running:
-            self.progress[self.index] = self.done_before_window + self.done
-            if self.recording:
-                self._flush()
-            self._at(when + PROGRESS_INTERVAL, self._progress_tick, when + PROGRESS_INTERVAL)
+        if not self.running:
+            return
+        replies = self.done_before_window + self.done
+        self.progress[self.index] = replies
+        if self.recording:
+            self._flush()
+        if replies != self.last_progress[1]:
+            self.last_progress = (when, replies)
+        elif self.spec.requests is not None and when - self.last_progress[0] >= self.spec.reply_timeout:
+            for conn in self.conns:
+                if conn.inflight:
+                    self.count_error("timeout")
+            self._finish()
+            return
+        self._at(when + PROGRESS_INTERVAL, self._progress_tick, when + PROGRESS_INTERVAL)
 
     def _schedule(self) -> None:
         """Open loop: issue every request whose intended time has come, spread round robin."""
