@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run the stdlib, gevent and uvloop baselines")
     parser.add_argument("--idle-connections", type=int, default=0, metavar="N",
                         help="also hold N idle connections on each engine (the C10K check)")
-    parser.add_argument("--load-processes", type=positive_int, default=None,
-                        help="load-generator processes (default: the library's, one per core)")
+    parser.add_argument("--load-processes", type=positive_int, default=LoadSettings.processes,
+                        help=f"load-generator processes (default {LoadSettings.processes}: the other core is the server's)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output directory (default ./report)")
 
 

@@ -78,7 +78,10 @@ class Server:
             buf += chunk
             if m := READY.search(buf):
                 return m.group(1).decode(), int(m.group(2))
-        code = self.proc.poll()
+        try:  # stdout closed: the process is exiting, give it a moment to say its exit code
+            code = self.proc.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            code = None
         self.kill()
         if code is None:
             raise ServerFailed(f"no ready line within {timeout:.0f}s")

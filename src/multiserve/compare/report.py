@@ -112,7 +112,9 @@ def render(results: dict, plots: dict[str, list[str]]) -> str:
         f"and exit 0 expected. {s['repeat']} run(s) per cell, interleaved; numbers are medians, spread is "
         f"(max-min)/median of req/s. CPU is the server's process tree during the measured load "
         f"(connection set-up included); peak RSS sums the tree (an upper bound for forking servers). "
-        f"The load generator shares the {m['cores']} cores with the server. {WINNER} marks the fastest engine "
+        f"The load generator ({s['load_processes']} process(es)) shares the {m['cores']} cores with the "
+        f"server, so where it is the limit, CPU µs per request is the fairer comparison. "
+        f"{WINNER} marks the fastest engine "
         f"of each connection count; *vs baseline* is req/s over the same model served plainly "
         f"(thread/threadpool: threadingtcp, process: forkingtcp, gevent: gevent-streamserver, "
         f"asyncio/hybrid: asyncio-streams).",
