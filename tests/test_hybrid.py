@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import select
 import signal
 import socket
 import threading
@@ -20,6 +21,7 @@ import psutil
 import pytest
 
 from multiserve.services import Service
+from multiserve.services.builtin import burn_cpu
 from multiserve.testing.server_process import running_server
 
 pytestmark = pytest.mark.timeout(90)
@@ -36,6 +38,28 @@ class StuckOnRequest(Service):
         while request.startswith(b"stuck"):
             time.sleep(1)
         return request.upper()
+
+
+class LightOrCpu(Service):
+    """A mixed load in one service: ``cpu MS ...`` burns MS (default 20) ms of CPU, as ``cpu:MS``
+    does, and goes where CPU-bound calls go (``cpu_bound_for``); any other line is ``upper``,
+    answered on the loop. The benchmark in docs/benchmarks.md serves it too."""
+
+    blocking = False
+
+    def cpu_bound_for(self, request: bytes) -> bool:
+        return request.startswith(b"cpu")
+
+    def handle(self, request, conn):
+        if request.startswith(b"cpu"):
+            words = request.split()
+            burn_cpu((int(words[1]) if len(words) > 1 and words[1].isdigit() else 20) / 1000)
+        return request.upper()
+
+
+def env_with_tests_on_path() -> dict:
+    """The environment for a server that imports a service from this module."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -253,8 +277,8 @@ def test_sigterm_delivers_inflight_replies_on_every_worker_and_exits_0():
 
 
 def test_a_worker_whose_loop_is_stuck_is_replaced_after_the_timeout():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
-    with hybrid("--workers", "2", "--service", "test_hybrid:StuckOnRequest", "--worker-timeout", "1", env=env) as srv:
+    with hybrid("--workers", "2", "--service", "test_hybrid:StuckOnRequest", "--worker-timeout", "1",
+                env=env_with_tests_on_path()) as srv:
         before = workers_of(srv)
         stuck = socket.create_connection((srv.host, srv.port), timeout=10)
         victim = owner_of(srv, stuck)
@@ -336,3 +360,21 @@ def test_cpu_calls_run_in_each_workers_process_pool():
             sock.close()
         assert srv.stop(30) == 0
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in pool)
+
+
+def test_a_mixed_load_burns_in_the_pool_while_the_loop_answers_light_requests():
+    with hybrid("--workers", "1", "--cpu-workers", "1", "--service", "test_hybrid:LightOrCpu", env=env_with_tests_on_path()) as srv:
+        (worker,) = workers_of(srv)
+        (pool,) = psutil.Process(worker).children()
+        loop_cpu, pool_cpu = psutil.Process(worker).cpu_times().user, pool.cpu_times().user
+        with socket.create_connection((srv.host, srv.port), timeout=10) as heavy, \
+                socket.create_connection((srv.host, srv.port), timeout=10) as light:
+            heavy.sendall(b"cpu 500 heavy\n")
+            wait_for(lambda: pool.cpu_times().user > pool_cpu + 0.05, 10, "the pool process burning")
+            light.sendall(b"light\n")
+            assert readline(light) == b"LIGHT\n"
+            assert select.select([heavy], [], [], 0)[0] == []  # answered while the heavy one still runs
+            assert readline(heavy) == b"CPU 500 HEAVY\n"
+        assert pool.cpu_times().user - pool_cpu >= 0.4  # the 500 ms burned there...
+        assert psutil.Process(worker).cpu_times().user - loop_cpu < 0.25  # ...not on the loop
+        assert srv.stop(30) == 0

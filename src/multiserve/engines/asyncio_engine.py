@@ -46,6 +46,10 @@ class ServerState:
     def __init__(self, service, config, stats, *, cpu_executor=None, on_request=None):
         self.service = service
         self.plan = CallPlan(service)
+        # Optional per-request split (a mixed load): a service's ``cpu_bound_for(request) -> bool``
+        # sends the requests it names where CPU-bound calls go (the hybrid engine's process pool,
+        # else the thread pool), even when the service is otherwise answered inline.
+        self.cpu_bound_for = getattr(service, "cpu_bound_for", None)
         self.config = config
         self.stats = stats
         self.loop = asyncio.get_running_loop()
@@ -138,7 +142,8 @@ class LineProtocol(asyncio.Protocol):
         session = self.session
         lines = session.receive(data)
         if lines:
-            if self.worker is None and state.plan.inline and not state.stopping:
+            if self.worker is None and state.plan.inline and not state.stopping and (
+                    state.cpu_bound_for is None or not any(map(state.cpu_bound_for, lines))):
                 handle = session.handle
                 if len(lines) == 1:
                     self.transport.write(handle(lines[0]))
@@ -193,7 +198,7 @@ class LineProtocol(asyncio.Protocol):
                 line = queue.popleft()
                 if plan.coroutine:
                     reply = await session.handle_async(line)
-                elif plan.cpu:
+                elif plan.cpu or (state.cpu_bound_for is not None and state.cpu_bound_for(line)):
                     session.count_request()
                     reply = await loop.run_in_executor(state.cpu_executor, _call_cpu, state.service, line)
                 elif plan.blocking:

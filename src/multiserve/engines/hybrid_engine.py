@@ -131,7 +131,8 @@ class HybridWorker:
         With the "fork" start method the first ``submit`` starts every process at once, before
         this worker has any thread (forking a threaded process can copy a held lock).
         """
-        if not (CallPlan(self.service).cpu and self.config.cpu_workers > 0):
+        wanted = CallPlan(self.service).cpu or hasattr(self.service, "cpu_bound_for")
+        if not (wanted and self.config.cpu_workers > 0):
             return None
         inherited = [self.listener] if self.listener is not None else []  # "fork": passed as is
         pool = ProcessPoolExecutor(self.config.cpu_workers, mp_context=multiprocessing.get_context("fork"),
