@@ -112,3 +112,13 @@ def test_histograms_merged_across_processes_equal_one_histogram_of_all_samples()
     as_list = lambda h: [(v.value_iterated_to, v.count_at_value_iterated_to) for v in h.get_recorded_iterator()]
     assert as_list(merged) == as_list(single)
     assert stats.summary(merged) == stats.summary(single)
+
+
+def test_progress_callback_sees_the_live_count():
+    seen = []
+    with running_server("--engine", "asyncio", "--port", "0") as srv:
+        result = run_load(LoadSpec(port=srv.port, connections=2, duration=1.2, processes=2),
+                          progress=lambda elapsed, total: seen.append((elapsed, total)))
+    assert len(seen) >= 2
+    assert [t for _, t in seen] == sorted(t for _, t in seen)  # never goes backwards
+    assert seen[-1][1] >= result.requests > 0
