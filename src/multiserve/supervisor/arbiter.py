@@ -19,9 +19,8 @@ silent for ``worker_timeout`` is killed (SIGKILL) and replaced.
 
 What the caller provides is ``target(context) -> exit code``: it runs in the forked child, which
 exits with what it returns (``os._exit``: never back into the supervisor's code). A target that
-cannot start returns :data:`BOOT_ERROR`; before the first ready announcement that stops the
-supervisor with RuntimeError (as gunicorn halts on a worker boot error) instead of forking it
-again and again.
+cannot start returns :data:`BOOT_ERROR`, which stops the supervisor with RuntimeError (as
+gunicorn halts on a worker boot error) instead of forking it again and again.
 """
 from __future__ import annotations
 
@@ -123,7 +122,7 @@ class Arbiter:
                     ready()
                 self._wait(TICK)
                 self.reap()
-                if self.boot_failed and not self.announced:
+                if self.boot_failed:
                     raise RuntimeError("a worker failed to start (see the line above); stopping")
                 while self.signals:
                     getattr(self, "handle_" + SIGNAL_NAMES[self.signals.pop(0)])()
