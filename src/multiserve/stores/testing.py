@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from . import open_store
+
 KINDS = ("sqlite", "json", "postgres", "redis")
 ENV = {"postgres": "MULTISERVE_TEST_POSTGRES_URL", "redis": "MULTISERVE_TEST_REDIS_URL"}
 
@@ -39,30 +41,27 @@ def fresh_store_url(kind: str, tmp_path):
     elif kind == "json":
         yield f"json:{tmp_path}/data.json"
     elif kind == "postgres":
-        import psycopg
-
         base = server_url(kind)
         schema = "t_" + uuid.uuid4().hex[:16]
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f"CREATE SCHEMA {schema}")
+        with open_store(base) as admin:  # the store's driver, so psycopg is imported in one module
+            with admin.pool.connection() as conn:
+                conn.execute(f"CREATE SCHEMA {schema}")
             try:
                 yield base + ("&" if "?" in base else "?") + f"options=-csearch_path%3D{schema}"
             finally:
-                admin.execute(f"DROP SCHEMA {schema} CASCADE")
+                with admin.pool.connection() as conn:
+                    conn.execute(f"DROP SCHEMA {schema} CASCADE")
     elif kind == "redis":
-        import redis
-
         base = server_url(kind)
         worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
         db = 1 + int(worker.removeprefix("gw") or 0) % 15  # databases 1..15; 0 is left alone
         url = urlunsplit(urlsplit(base)._replace(path=f"/{db}"))
-        client = redis.Redis.from_url(url)
-        try:
-            client.flushdb()
-            yield url
-        finally:
-            client.flushdb()
-            client.close()
+        with open_store(url) as store:
+            store.client.flushdb()
+            try:
+                yield url
+            finally:
+                store.client.flushdb()
     else:
         raise ValueError(f"unknown store kind {kind!r}")
 

@@ -4,7 +4,8 @@ through servers and beside a raw single-connection loop measured in the same run
     flock /tmp/multiserve-bench.lock .ci/services.sh \\
         .venv/bin/python -m multiserve.services.tickets.bench --engines asyncio threadpool
 
-Each cell puts ``--buyers`` tickets on sale, so every buyer buys (each purchase is a real write).
+Each cell puts ``--buyers`` tickets on sale, so every buyer buys (each purchase is a real write),
+and shows the median of ``--repeat`` runs.
 "Raw" is one thread calling ``store.take`` in a loop on one connection: the store's own speed,
 without network or server. Durability off means: sqlite ``synchronous=OFF``, json without fsync,
 PostgreSQL ``synchronous_commit=off``, Redis ``appendfsync no``; never use those for real sales.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import tempfile
 import time
@@ -37,10 +39,8 @@ def store_urls(tmp: str, durable: bool) -> dict[str, str]:
 
 
 def set_redis_fsync(url: str, durable: bool) -> None:
-    import redis
-
-    with redis.Redis.from_url(url) as client:
-        client.config_set("appendfsync", "always" if durable else "no")
+    with open_store(url) as store:
+        store.client.config_set("appendfsync", "always" if durable else "no")
 
 
 def raw_loop(url: str, n: int) -> float:
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", nargs="+", default=["asyncio"])
     parser.add_argument("--buyers", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--raw", type=int, default=500, help="purchases in the raw single-connection loop")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     args = parser.parse_args(argv)
     print(f"| store | fsync | raw loop, 1 conn | " + " | ".join(f"{e}, {args.connections} conns" for e in args.engines) + " |")
     print("|---|---|---|" + "---|" * len(args.engines))
@@ -87,10 +87,12 @@ def main(argv=None) -> int:
             for kind, url in store_urls(tmp, durable).items():
                 if kind == "redis":
                     set_redis_fsync(url, durable)
-                raw = raw_loop(url, args.raw)
+                raw = statistics.median(raw_loop(url, args.buyers) for _ in range(args.repeat))
                 cells = []
                 for engine in args.engines:
-                    rate, problems = through_server(url, engine, args.buyers, args.connections)
+                    runs = [through_server(url, engine, args.buyers, args.connections) for _ in range(args.repeat)]
+                    problems = [p for _, ps in runs for p in ps]
+                    rate = statistics.median(r for r, _ in runs)
                     cells.append(f"{rate:,.0f}" + (" (FAILED: " + "; ".join(problems) + ")" if problems else ""))
                 print(f"| {kind} | {'on' if durable else 'off'} | {raw:,.0f} | " + " | ".join(cells) + " |", flush=True)
         redis_url = os.environ.get("MULTISERVE_TEST_REDIS_URL")
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
             set_redis_fsync(redis_url, True)
             for durable in (True, False):
                 set_redis_fsync(redis_url, durable)
-                incr = redis_benchmark_incr(redis_url, args.connections)
+                incr = statistics.median(redis_benchmark_incr(redis_url, args.connections) or 0 for _ in range(args.repeat))
                 print(f"redis-benchmark INCR, {args.connections} conns, appendfsync {'always' if durable else 'no'}: "
                       f"{incr:,.0f} requests/s" if incr else "redis-benchmark not available")
             set_redis_fsync(redis_url, True)

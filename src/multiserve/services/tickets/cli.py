@@ -11,7 +11,7 @@ import json
 import sys
 
 from ...config import positive_int
-from ...stores import DEFAULT_URL, StoreError, open_store, violations
+from ...stores import DEFAULT_URL, StoreError, open_store, redact, violations
 from .rush import DEFAULT_CONNECTIONS, UNSAFE_PAUSE_SECONDS, rush
 
 
@@ -105,6 +105,6 @@ def run_rush(args) -> int:
         print("  OK: every ok sale is in the ledger, #ok <= sold <= #ok + #info, no ticket twice, sold + left == initial")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"store": open_store(args.store).name, **s,
+            json.dump({"store": redact(args.store), **s,
                        "ops": [[op.buyer, op.type, op.ticket, op.detail] for op in result.ops]}, f, indent=1)
     return 1 if result.problems else 0
