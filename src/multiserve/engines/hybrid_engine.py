@@ -15,9 +15,11 @@ A retiring ``--reuse-port`` worker accepts its whole backlog and closes its sock
 drains; a connection the kernel queues in the microseconds between that last accept and the
 close is reset (Linux migrates it instead when ``net.ipv4.tcp_migrate_req`` is 1).
 
-``--max-conns`` counts the connections of every worker (each publishes its count in the shared
-slot table). Workers check it without a lock, so connections arriving at the same instant on
-different workers can pass it by at most ``workers - 1``.
+On the shared socket the worker already running wins every accept race, so workers publish their
+open connections in the shared slot table and one far above the least-loaded leaves new
+connections to it (:class:`Admission`). ``--max-conns`` counts every worker's connections from
+the same table, without a lock: connections arriving at the same instant on different workers
+can pass it by at most ``workers - 1``.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import os
 import random
 import signal
 import socket
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from ..session import CallPlan
@@ -43,9 +46,12 @@ log = logging.getLogger("multiserve")
 # --max-requests jitter: up to a tenth more, so workers started together do not all recycle at
 # once (gunicorn leaves the amount to --max-requests-jitter; a tenth is our default).
 JITTER_FRACTION = 0.1
-# While --max-conns is reached everywhere, a worker that stopped accepting looks again this often
-# for a slot another worker freed (no cross-process wake-up; costs nothing below the limit).
+# A worker that stopped accepting (--max-conns reached, or balance) looks again this often (no
+# cross-process wake-up; costs nothing while it accepts).
 ADMISSION_RETRY = 0.01
+# Balance on the shared socket: connections a worker may hold above the least-loaded one before
+# it leaves new ones to it (2: a burst alternates between workers; 0 would refuse on every tie).
+BALANCE_SLACK = 2
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -148,19 +154,17 @@ class HybridWorker:
             loop.add_signal_handler(signum, stop.set)
         budget = RequestBudget(config.max_requests, context.slot) if config.max_requests else None
         state = ServerState(self.service, config, stats, cpu_executor=pool, on_request=budget)
-        limit = SharedLimit(config.max_conns, context, state) if config.max_conns else None
-        if self.listener is None:  # our own SO_REUSEPORT socket: leave the group right after the last accept
+        shared = self.listener is not None
+        if shared or config.max_conns:
+            state.admission = Admission(context, state, config.max_conns, shared_socket=shared)
+        if not shared:  # our own SO_REUSEPORT socket: leave the group right after the last accept
             state.on_last_accept = listener.close
-            state.admission = limit
-        else:
-            state.admission = HandOff(context.slot, state, limit)
         slot = context.slot
 
         def beat():
             slot.beat_now()
             slot.publish(stats)
-            if config.max_conns:
-                slot.open = len(state.connections)
+            slot.open = len(state.connections)  # fresh even when no accept asked (a close)
             if context.supervisor_gone():
                 log.warning("worker %d: supervisor %d is gone: stopping", os.getpid(), context.supervisor_pid)
                 stop.set()
@@ -189,35 +193,48 @@ class RequestBudget:
             log.info("worker %d served %d requests (--max-requests): asking to be replaced", os.getpid(), self.limit)
 
 
-class HandOff:
-    """``admission`` on the shared socket: once draining while other workers keep serving
-    (``slot.handoff``), accept nothing more, so the backlog goes to the workers that stay."""
+class Admission:
+    """``ServerState.admission`` of a worker: when may it accept one more connection?
 
-    def __init__(self, slot, state: ServerState, limit):
-        self.slot = slot
-        self.state = state
-        self.limit = limit
+    * ``--max-conns`` counts every worker's connections (the module docstring says how exactly).
+    * Balance, on the shared socket: every worker's loop wakes for a new connection, but the one
+      already running wins the accept race (64 simultaneous connects all landed on one of two
+      workers). So a worker holding more than BALANCE_SLACK connections above the least-loaded
+      live worker (one whose loop beat within two heartbeats) leaves the next ones to it.
+    * Hand-off, on the shared socket: once draining while other workers keep serving
+      (``slot.handoff``), accept nothing more, so the backlog goes to the workers that stay.
 
-    def __call__(self, open_here: int) -> bool:
-        if self.state.stopping and self.slot.handoff:
-            return False
-        return self.limit is None or self.limit(open_here)
+    A refusal stops the worker's accepting (serve_forever's ``start_listening``/``stop_listening``);
+    it looks again ADMISSION_RETRY later, as no other process can wake it.
+    """
 
-
-class SharedLimit:
-    """``admission`` for ``--max-conns`` shared by every worker (see the module docstring)."""
-
-    def __init__(self, limit: int, context, state: ServerState):
-        self.limit = limit
+    def __init__(self, context, state: ServerState, max_conns: int, shared_socket: bool):
         self.context = context
         self.state = state
+        self.max_conns = max_conns
+        self.balance = shared_socket
         self.retry_armed = False
 
     def __call__(self, open_here: int) -> bool:
         context = self.context
         context.slot.open = open_here
-        if open_here + context.table.open_connections(skip=context.index) < self.limit:
+        if self.state.stopping:
+            return not (self.balance and context.slot.handoff) and self._under_limit(open_here)
+        if not self._under_limit(open_here):
+            return self._later()
+        if self.balance:
+            since = time.monotonic() - 2 * context.heartbeat_interval
+            least = context.table.least_open(skip=context.index, beat_since=since)
+            if least is not None and open_here > least + BALANCE_SLACK:
+                return self._later()
+        return True
+
+    def _under_limit(self, open_here: int) -> bool:
+        if not self.max_conns:
             return True
+        return open_here + self.context.table.open_connections(skip=self.context.index) < self.max_conns
+
+    def _later(self) -> bool:
         if not self.retry_armed:
             self.retry_armed = True
             self.state.loop.call_later(ADMISSION_RETRY, self._retry)

@@ -83,9 +83,17 @@ class SlotTable:
     def give_back(self, index: int) -> None:
         """The worker is gone: its connections are closed, so they stop counting."""
         self.slots[index].open = 0
+        self.slots[index].ready = 0
         self._free.append(index)
 
     def open_connections(self, skip: int) -> int:
         """Open connections of every worker but slot ``skip`` (free slots hold 0)."""
         slots = self.slots
         return sum(slots[i].open for i in range(len(slots)) if i != skip)
+
+    def least_open(self, skip: int, beat_since: float) -> int | None:
+        """Fewest open connections among the other workers that accept, are not draining and
+        beat at or after ``beat_since``; None if there is no such worker."""
+        counts = [slot.open for i, slot in enumerate(self.slots)
+                  if i != skip and slot.ready and not slot.handoff and slot.beat >= beat_since]
+        return min(counts) if counts else None
