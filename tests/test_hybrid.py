@@ -329,12 +329,12 @@ def test_max_requests_recycles_a_worker_without_a_failed_request():
 @pytest.mark.parametrize("mode", [[], ["--reuse-port"]], ids=["shared-socket", "reuse-port"])
 def test_connections_are_spread_over_the_workers(mode):
     with hybrid("--workers", "2", *mode) as srv:
-        socks = []
-        for i in range(40):
-            sock = socket.create_connection((srv.host, srv.port), timeout=10)
+        # a burst: the kernel completes all 40 handshakes before the workers accept most of them
+        socks = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(40)]
+        for i, sock in enumerate(socks):
             sock.sendall(b"spread %d\n" % i)
+        for i, sock in enumerate(socks):
             assert readline(sock) == b"SPREAD %d\n" % i
-            socks.append(sock)
         live = collections.Counter(owner_of(srv, sock) for sock in socks)
         for sock in socks:
             sock.close()
@@ -342,7 +342,7 @@ def test_connections_are_spread_over_the_workers(mode):
         served = served_per_worker(srv.stderr_text())
         print(f"distribution {mode or 'shared socket'}: {sorted(served.values())}")
         assert sum(served.values()) == 40 and sorted(served.values()) == sorted(live.values())
-        assert len(served) == 2 and min(served.values()) >= 4  # neither worker left (nearly) idle
+        assert len(served) == 2 and min(served.values()) >= 8  # a fair share (20) give or take; reuse-port hashes: P(<8) ~ 1e-4
 
 
 def test_cpu_calls_run_in_each_workers_process_pool():
