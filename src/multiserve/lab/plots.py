@@ -14,7 +14,7 @@ def _pyplot():
 def bars(path, names, values, *, ylabel, title, labels=None, log=False):
     """One bar per name; ``labels`` are written above the bars."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(names)), 4.5))  # room for two-line labels
     drawn = ax.bar(names, values, color="tab:blue")
     if labels:
         ax.bar_label(drawn, labels=labels, padding=2)

@@ -37,12 +37,14 @@ class Sampler:
 
     def __init__(self):
         self.me = psutil.Process()
+        # Children alive before the run (a forkserver, multiprocessing's resource tracker) are not its own.
+        self.before = {child.pid for child in self.me.children()}
         self.peak_threads = self.peak_processes = self.peak_rss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self):
-        children = self.me.children()
+        children = [child for child in self.me.children() if child.pid not in self.before]
         rss = self.me.memory_info().rss
         for child in children:
             try:
