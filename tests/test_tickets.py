@@ -84,7 +84,7 @@ def test_kill_9_mid_rush_loses_no_acknowledged_sale(kind, tmp_path):
         with open_store(url) as store:
             store.init(TICKETS)
         with serve_tickets(url, engine) as server:
-            twenty_sold = threading.Event()
+            twenty_sold, killed = threading.Event(), threading.Event()
             oks = []
 
             def observe(op):
@@ -92,6 +92,8 @@ def test_kill_9_mid_rush_loses_no_acknowledged_sale(kind, tmp_path):
                     oks.append(op)
                     if len(oks) >= 20:
                         twenty_sold.set()
+                    if len(oks) >= 60:  # hold the buyers there, so the kill surely lands mid-rush
+                        killed.wait(60)
 
             outcome = {}
             buyers = threading.Thread(target=lambda: outcome.setdefault(
@@ -99,6 +101,7 @@ def test_kill_9_mid_rush_loses_no_acknowledged_sale(kind, tmp_path):
             buyers.start()
             assert twenty_sold.wait(60), "the rush never got going"
             server.kill()  # SIGKILL to the server's process group, mid-rush
+            killed.set()
             buyers.join(60)
         result = outcome["result"]
         assert 20 <= result.count("ok") < TICKETS, "the kill did not land mid-rush"
