@@ -205,54 +205,47 @@ class LoadConnection(asyncio.Protocol):
         return k
 
     def _completed(self, k: int, now: int) -> None:
+        """``k`` replies arrived at ``now``: record their latencies (inside the window only),
+        then refill the pipeline (closed loop) or send what waits in the backlog (open loop)."""
         if not k:
             return
         w = self.w
         self.inflight -= k
-        sent = self.sent
-        if w.recording:
+        recording = w.recording
+        if recording:
             w.done += k
-            if w.open_loop:
-                lat, raw = w.lat, w.raw
-                for _ in range(k):
-                    intended, actual = sent.popleft()
-                    d = now - intended
-                    lat[d] = lat.get(d, 0) + 1
-                    d = now - actual
-                    raw[d] = raw.get(d, 0) + 1
-            else:
-                lat = w.lat
-                while k:
-                    run = sent[0]
-                    n = run[1]
-                    if n <= k:
-                        sent.popleft()
-                    else:
-                        run[1] = n - k
-                        n = k
-                    k -= n
-                    d = now - run[0]
-                    lat[d] = lat.get(d, 0) + n
-                    # the replies to send, counted again below from the total
-                k = w.pipeline - self.inflight
-        else:
-            if w.open_loop:
-                for _ in range(k):
-                    sent.popleft()
-            else:
-                while k:
-                    run = sent[0]
-                    n = run[1]
-                    if n <= k:
-                        sent.popleft()
-                    else:
-                        run[1] = n - k
-                        n = k
-                    k -= n
-                k = w.pipeline - self.inflight
         if w.open_loop:
+            self._pop_pairs(k, now, recording)
             self._drain_backlog(now)
         else:
-            self.send_closed(k, now)
+            self._pop_runs(k, now, recording)
+            self.send_closed(w.pipeline - self.inflight, now)
         if w.quota == 0:
             w.quota_exhausted()
+
+    def _pop_runs(self, k: int, now: int, recording: bool) -> None:
+        """Closed loop: the oldest ``k`` send times, kept as ``[t_us, n]`` runs."""
+        sent, lat = self.sent, self.w.lat
+        while k:
+            run = sent[0]
+            n = run[1]
+            if n <= k:
+                sent.popleft()
+            else:
+                run[1] = n - k
+                n = k
+            k -= n
+            if recording:
+                d = now - run[0]
+                lat[d] = lat.get(d, 0) + n
+
+    def _pop_pairs(self, k: int, now: int, recording: bool) -> None:
+        """Open loop: both views, from the intended and from the actual send time."""
+        sent, lat, raw = self.sent, self.w.lat, self.w.raw
+        for _ in range(k):
+            intended, actual = sent.popleft()
+            if recording:
+                d = now - intended
+                lat[d] = lat.get(d, 0) + 1
+                d = now - actual
+                raw[d] = raw.get(d, 0) + 1
