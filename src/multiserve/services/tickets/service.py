@@ -36,6 +36,7 @@ class TicketService(Service):
     def __init__(self, store_url: str = DEFAULT_URL):
         self.store_url = store_url
         self._store = None
+        self._inherited = None
         self._pid = None
         self._lock = threading.Lock()
         self._commands = {b"QUERY": self._query, b"BUY": self._buy}
@@ -65,8 +66,9 @@ class TicketService(Service):
         if self._pid != pid:
             with self._lock:
                 if self._pid != pid:
-                    # An inherited store is dropped, not closed: closing would end the parent's
-                    # connections (a PostgreSQL Terminate message on the shared socket).
+                    # An inherited store is kept, never closed nor garbage-collected here: that
+                    # would end the parent's connections (a Terminate message on a shared socket).
+                    self._inherited = self._store
                     self._store = open_store(self.store_url)
                     self._pid = pid
         return self._store
