@@ -1,6 +1,8 @@
 """What people see: the live progress line and the final table (rich)."""
 from __future__ import annotations
 
+from collections import deque
+
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -10,25 +12,29 @@ from .result import LoadResult
 
 
 class LiveLine:
-    """One line, redrawn in place: elapsed time and requests/s over the last refresh.
+    """One line, redrawn in place: elapsed time and requests/s over the last second.
 
     ``update(elapsed, total_requests)``; ``update(None, None)`` ends the display."""
 
+    WINDOW = 1.0  # seconds of samples the current rate is computed over
+
     def __init__(self, console: Console | None = None):
         self.console = console or Console()
-        self.live = Live(Text("starting..."), console=self.console, refresh_per_second=4, transient=True)
+        self.live = Live(Text("connecting..."), console=self.console, refresh_per_second=4, transient=True)
         self.live.start()
-        self.last = None
+        self.samples: deque[tuple[float, int]] = deque()
 
     def update(self, elapsed, total) -> None:
         if elapsed is None:
             self.live.stop()
             return
-        rate = 0.0
-        if self.last is not None and elapsed > self.last[0]:
-            rate = max(0, total - self.last[1]) / (elapsed - self.last[0])
-        self.last = (elapsed, total)
-        self.live.update(Text(f"{max(elapsed, 0.0):6.1f} s   {total:>10,d} replies   {rate:>10,.0f} req/s"))
+        samples = self.samples
+        samples.append((elapsed, total))
+        while len(samples) > 2 and elapsed - samples[1][0] >= self.WINDOW:
+            samples.popleft()
+        (t0, n0) = samples[0]
+        rate = (total - n0) / (elapsed - t0) if elapsed > t0 else 0.0
+        self.live.update(Text(f"{max(elapsed, 0.0):6.1f} s   {total:>12,d} replies   {rate:>12,.0f} req/s"))
 
 
 def _lat_cells(lat: dict | None) -> list[str]:
