@@ -112,8 +112,11 @@ def run_cell(cell: Cell, load: LoadSettings) -> dict:
     if errors or result.mismatches or not result.requests:
         kinds = ", ".join(f"{k}={v}" for k, v in sorted(result.errors.items()))
         row["status"] = "failed"
-        row["reason"] = (f"{result.requests} requests, {errors} errors ({kinds or 'none'}), "
-                         f"{result.mismatches} wrong replies")
+        if not result.requests and not errors:
+            row["reason"] = f"no reply within the {load.duration:g} s measured (no error either)"
+        else:
+            row["reason"] = (f"{result.requests} replies, {errors} errors ({kinds or 'none'}), "
+                             f"{result.mismatches} wrong replies")
     return row
 
 
