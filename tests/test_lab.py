@@ -108,8 +108,13 @@ def test_event_wakes_every_waiter(reports):
 
 def test_pool_counts_workers(reports):
     rows = {r["method"]: r for r in reports["pool"].results}
-    assert rows["thread per task"]["workers"] == 20
-    assert rows["process pool: map"]["peak_processes"] >= 1
+    from multiserve.lab.common import cores, default_thread_pool_size
+
+    assert rows["thread per task"]["workers"] == rows["process per task"]["workers"] == 20
+    assert rows["process pool: map"]["workers"] == cores()
+    assert rows["thread pool: map"]["workers"] == default_thread_pool_size()
+    # peaks are sampled every 10 ms, so a tiny run may see none: only their kind is checked
+    assert all(isinstance(r[k], int) and r[k] >= 0 for r in rows.values() for k in ("peak_threads", "peak_processes"))
 
 
 def lab(*args, timeout=60):
@@ -160,3 +165,18 @@ def test_bad_input_is_one_clear_line(args, message):
 def test_bad_number_is_a_usage_error():
     out = lab("race", "--count", "0")
     assert out.returncode == 2 and "must be >= 1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_busy_machine_makes_a_negative_timed_verdict_inconclusive():
+    from multiserve.lab import weigh_load
+    from multiserve.lab.common import Report, cores
+
+    def report(verdict):
+        return Report("cpu", "claim", verdict, "facts", [{"method": "serial", "seconds": 1.0}])
+
+    busy, idle = float(cores()), 0.0
+    assert weigh_load(report("does not hold"), busy, timed=True).verdict == "inconclusive"
+    assert "the machine was busy" in weigh_load(report("holds"), busy, timed=True).why
+    assert weigh_load(report("holds"), busy, timed=True).verdict == "holds"
+    assert weigh_load(report("does not hold"), idle, timed=True).verdict == "does not hold"
+    assert weigh_load(report("does not hold"), busy, timed=False).verdict == "does not hold"

@@ -26,11 +26,21 @@ def experiment(name: str):
 
 
 def run(module, sizes, progress):
-    """Run one experiment module; for timed ones, note in ``why`` a machine already busy at the start."""
-    from .common import busy_note
-
+    """Run one experiment module, then weigh a timed verdict against how busy the machine was."""
     load = os.getloadavg()[0]
-    report = module.run(sizes, progress)
-    if module.TIMED:
-        report.why += busy_note(load)
+    return weigh_load(module.run(sizes, progress), load, timed=module.TIMED)
+
+
+def weigh_load(report, load: float, *, timed: bool):
+    """A timed verdict on a machine already busy at the start (see ``common.busy_note``) gets the
+    note in ``why``; a "does not hold" there becomes "inconclusive": other work taking the cores
+    explains a missing speed-up as well as the claim being wrong does."""
+    from .common import DOES_NOT_HOLD, INCONCLUSIVE, busy_note
+
+    note = busy_note(load) if timed else ""
+    if note:
+        report.why += note
+        if report.verdict == DOES_NOT_HOLD:
+            report.verdict = INCONCLUSIVE
+            report.why += "; run it again on an idle machine"
     return report
