@@ -122,3 +122,27 @@ def test_progress_callback_sees_the_live_count():
     assert len(seen) >= 2
     assert [t for _, t in seen] == sorted(t for _, t in seen)  # never goes backwards
     assert seen[-1][1] >= result.requests > 0
+
+
+def test_callable_from_a_script_without_a_main_guard(tmp_path):
+    """Workers are spawned; they must not re-run (or fail to import) the caller's __main__."""
+    import subprocess
+    import sys
+
+    script = (
+        "from multiserve.loadgen import LoadSpec, run_load\n"
+        "import sys\n"
+        "r = run_load(LoadSpec(port=int(sys.argv[1]), connections=2, requests=100, duration=None, processes=2))\n"
+        "print('RESULT', r.requests, r.mismatches, r.errors, r.worker_failures)\n"
+    )
+    with running_server("--engine", "asyncio", "--port", "0") as srv:
+        # from stdin (nothing to import) and from a file without `if __name__ == "__main__"`
+        path = tmp_path / "unguarded.py"
+        path.write_text(script)
+        runs = [
+            subprocess.run([sys.executable, "-", str(srv.port)], input=script, capture_output=True, text=True, timeout=60),
+            subprocess.run([sys.executable, str(path), str(srv.port)], capture_output=True, text=True, timeout=60),
+        ]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == ["RESULT 100 0 {} []"]

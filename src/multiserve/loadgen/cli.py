@@ -79,6 +79,8 @@ def run(args) -> int:
             except OSError as exc:
                 print(f"multiserve bench: cannot write {args.json}: {exc.strerror}", file=sys.stderr)
                 return 2
+    for failure in result.worker_failures:
+        print(f"multiserve bench: {failure}", file=sys.stderr)
     if not result.ok:
         reason = f"{result.mismatches} mismatched replies" if result.mismatches else "no request succeeded"
         print(f"multiserve bench: {reason}", file=sys.stderr)

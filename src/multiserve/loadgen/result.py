@@ -27,6 +27,7 @@ class LoadResult:
     connect: dict
     loop: str
     histogram: object = dataclasses.field(repr=False, default=None)
+    worker_failures: list[str] = dataclasses.field(default_factory=list)  # one line each
 
     @property
     def rps(self) -> float:
@@ -59,6 +60,7 @@ class LoadResult:
             "latency_us": dict(self.latency_us),
             "connect": dict(self.connect),
             "timeline": list(self.timeline),
+            "worker_failures": list(self.worker_failures),
         }
         if spec.open_loop:
             out["rate_target"] = spec.rate
@@ -106,4 +108,5 @@ def merge_reports(spec: LoadSpec, ready: list[dict], done: list[dict], failures:
         connect=connect,
         loop=done[0]["loop"] if done else "",
         histogram=hist,
+        worker_failures=list(failures),
     )

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import sys
 import time
+import types
 
 from .result import LoadResult, merge_reports
 from .spec import LoadSpec
@@ -31,6 +33,20 @@ def split(total: int, parts: int) -> list[int]:
     """``total`` as ``parts`` near-equal integers, larger first (sums to ``total``)."""
     base, extra = divmod(total, parts)
     return [base + (i < extra) for i in range(parts)]
+
+
+@contextlib.contextmanager
+def _bare_main():
+    """``spawn`` makes each child import the parent's ``__main__`` (to find functions defined
+    there). The workers need nothing from it, and a caller's script without a ``__name__`` guard
+    would run again in every worker (and code read from stdin cannot be imported at all), so the
+    children are started while ``__main__`` is an empty module."""
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
 
 
 def run_load(spec: LoadSpec, progress=False) -> LoadResult:
@@ -64,7 +80,8 @@ def run_load(spec: LoadSpec, progress=False) -> LoadResult:
                 name=f"multiserve-bench-{i}",
                 daemon=True,
             )
-            p.start()
+            with _bare_main():
+                p.start()
             send.close()
             procs.append(p)
             pipes.append(recv)
