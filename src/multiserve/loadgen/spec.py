@@ -43,6 +43,10 @@ class LoadSpec:
     # never answers cannot hang the tool. 10 s: far above any latency of a healthy server here.
     reply_timeout: float = 10.0
 
+    def __post_init__(self):
+        if isinstance(self.message, str):  # a convenience for callers; the wire carries bytes
+            self.message = self.message.encode("utf-8")
+
     def validate(self) -> "LoadSpec":
         """Raises ValueError with a one-line reason for the first bad field; returns self."""
         checks = [
