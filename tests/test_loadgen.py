@@ -37,7 +37,7 @@ def test_duration_run_timeline_and_percentiles():
     with running_server("--engine", "asyncio", "--port", "0") as srv:
         result = run_load(LoadSpec(port=srv.port, connections=4, duration=1.5, processes=2, warmup=0.3))
     assert result.ok and result.errors == {}
-    assert 1.4 <= result.duration_s <= 1.7
+    assert 1.45 <= result.duration_s <= 2.0  # the measured window: 1.5 s, give or take loop lateness
     assert [s["second"] for s in result.timeline] == [1, 2]
     assert sum(s["requests"] for s in result.timeline) == result.requests
     assert result.histogram.get_total_count() == result.requests

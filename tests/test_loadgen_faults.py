@@ -150,7 +150,7 @@ def test_early_close_counts_errors_and_ends_on_time():
     assert set(result.errors) <= {"closed", "reset"}
     assert result.requests > 10  # reconnected after each close and kept going
     assert result.mismatches == 0
-    assert 0.9 <= result.duration_s <= 1.5
+    assert 0.95 <= result.duration_s <= 2.0  # the measured window: 1 s, give or take loop lateness
     assert elapsed < 15  # ended on its own, not by the test timeout
 
 

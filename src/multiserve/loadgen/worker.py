@@ -15,6 +15,7 @@ if that reconnect fails too, the connection stays down for the rest of the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import socket
@@ -321,4 +322,5 @@ def worker_main(spec, index, connections, first_conn, quota, rate, pipe, go, t0,
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # reported as one line by the parent, never a traceback
-        pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+        with contextlib.suppress(OSError):  # the parent may be gone (killed): nobody to tell
+            pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
