@@ -57,7 +57,9 @@ def test_echo_service_with_expect_echo_and_size():
 def test_expect_any_sends_the_message_as_is():
     with running_server("--engine", "asyncio", "--service", "echo", "--port", "0") as srv:
         result = run_load(LoadSpec(port=srv.port, connections=1, requests=50, duration=None, expect="any", processes=1))
+        piped = run_load(LoadSpec(port=srv.port, connections=2, requests=500, duration=None, expect="any", pipeline=8, processes=1))
     assert (result.requests, result.mismatches) == (50, 0)
+    assert (piped.requests, piped.mismatches, piped.errors) == (500, 0, {})
     assert requests_ring(LoadSpec(expect="any")) == [b"hello world\n"]
 
 

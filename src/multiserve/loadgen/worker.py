@@ -75,9 +75,11 @@ class Worker:
         self.ring = len(self.reqs)
         self.line_len = len(self.reqs[0])
         self.stream_len = self.ring * self.line_len
-        # doubled, so a burst that wraps around the ring is still one slice / one startswith
-        self.req_stream = b"".join(self.reqs) * 2
-        self.rep_stream = b"".join(self.reps) * 2
+        # repeated, so a burst of up to ``pipeline`` lines starting anywhere in the ring is one
+        # slice / one startswith (twice is enough when the ring is longer than the pipeline)
+        copies = 2 + self.pipeline // self.ring
+        self.req_stream = b"".join(self.reqs) * copies
+        self.rep_stream = b"".join(self.reps) * copies
         self.quota = quota
         self.rate = rate
         self.conns = [LoadConnection(self, first_conn + i, i) for i in range(connections)]
