@@ -9,8 +9,8 @@ Life cycle, driven by the parent (:mod:`multiserve.loadgen.runner`) through a pi
 3. warm up, record for ``duration`` (or until the request quota is answered), report
    ``("done", report)`` with histograms in HdrHistogram's encoding, and exit.
 
-A connection the server closes or resets is counted under its error kind and reconnected once;
-if that reconnect fails too, the connection stays down for the rest of the run.
+A connection the server closes or resets is counted under its error kind and reconnected; if a
+reconnect fails, that connection stays down for the rest of the run.
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ class Worker:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
     def connection_failed(self, conn: LoadConnection, kind: str) -> None:
-        """The server closed or reset ``conn``: count it, and (during the run) reconnect once."""
+        """The server closed or reset ``conn``: count it, and (during the run) reconnect."""
         if not conn.alive:
             return  # already counted, or closed by us at the end
         conn.alive = False
