@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from typing import Callable, Iterable
 
 from .baselines import BASELINES, serves
@@ -128,8 +129,10 @@ def run_matrix(cells: list[Cell], load: LoadSettings, repeat: int = 1,
     runs = []
     for r in range(repeat):
         for cell in cells:
+            started = time.monotonic()
             row = runner(cell, load)
             row["repeat"] = r
+            row["wall_s"] = round(time.monotonic() - started, 3)  # start to stop: what a cell costs
             runs.append(row)
             if on_run is not None:
                 on_run(cell, r, row)
