@@ -123,6 +123,10 @@ def _ping_all(socks: list, base_timeout: float) -> int:
     return held
 
 
+def _per_conn(grown_bytes: int, count: int) -> float | None:
+    return grown_bytes / 1024 / count if count else None
+
+
 def idle_check(engine: str, target: int, service: str = "upper", *, server_args=(),
                fresh_timeout: float = FRESH_TIMEOUT, ping_timeout: float = PING_BASE_S) -> dict:
     """Hold up to ``target`` idle connections on ``engine``; see the module docstring.
@@ -130,39 +134,54 @@ def idle_check(engine: str, target: int, service: str = "upper", *, server_args=
     ``server_args`` are extra ``multiserve serve`` options; the timeouts bound how long a fresh
     client and the pings (plus 1 ms per connection) may wait for their answers.
 
-    Returns ``{"engine", "target", "opened", "held", "stopped", "fresh_ms", "rss_kib_per_conn",
-    "pss_kib_per_conn", "rss_kib_before", "rss_kib_after", "status", "reason"}``.
+    Memory is measured twice. *Idle*: once the fresh client is answered (the listen queue is
+    first in, first out, so every connection opened before it has been accepted by then), the
+    tree's growth over the connections opened. *After a request*: once the pings are answered,
+    the growth over the connections held. RSS and PSS (which splits pages shared by forked
+    processes) both. Returns ``{"engine", "target", "opened", "held", "stopped", "fresh_ms",
+    "idle_rss_kib_per_conn", "idle_pss_kib_per_conn", "used_rss_kib_per_conn",
+    "used_pss_kib_per_conn", "rss_kib_before", "rss_kib_after", "status", "reason"}``.
     """
     row = {"engine": engine, "target": target, "opened": 0, "held": 0, "stopped": "", "fresh_ms": None,
-           "rss_kib_per_conn": None, "pss_kib_per_conn": None, "rss_kib_before": None,
-           "rss_kib_after": None, "status": "failed", "reason": ""}
+           "idle_rss_kib_per_conn": None, "idle_pss_kib_per_conn": None, "used_rss_kib_per_conn": None,
+           "used_pss_kib_per_conn": None, "rss_kib_before": None, "rss_kib_after": None,
+           "status": "failed", "reason": ""}
+    stop_failed = ""
     socks: list[socket.socket] = []
     try:
         with Server(engine_command(engine, service, *server_args)) as server:
             sampler = TreeSampler(server.pid)
             rss0, pss0 = sampler.sample(), _tree_pss(sampler)
+            row["rss_kib_before"] = rss0 // 1024
             try:
                 row["stopped"] = _open(server, sampler, target, socks)
                 row["opened"] = len(socks)
                 row["fresh_ms"] = _fresh_client(server, fresh_timeout)
+                if row["fresh_ms"] is not None:
+                    row["idle_rss_kib_per_conn"] = _per_conn(sampler.sample() - rss0, len(socks))
+                    row["idle_pss_kib_per_conn"] = _per_conn(_tree_pss(sampler) - pss0, len(socks))
                 row["held"] = _ping_all(socks, ping_timeout)
-                rss1, pss1 = sampler.sample(), _tree_pss(sampler)
+                rss1 = sampler.sample()
+                row["rss_kib_after"] = rss1 // 1024
+                row["used_rss_kib_per_conn"] = _per_conn(rss1 - rss0, row["held"])
+                row["used_pss_kib_per_conn"] = _per_conn(_tree_pss(sampler) - pss0, row["held"])
             finally:
                 for sock in socks:
                     sock.close()
-            server.stop()
-    except ServerFailed as exc:
+            try:
+                server.stop()
+            except ServerFailed as exc:
+                stop_failed = str(exc)
+    except ServerFailed as exc:  # it never started
         row["reason"] = str(exc)
         return row
-    row.update(rss_kib_before=rss0 // 1024, rss_kib_after=rss1 // 1024)
-    if row["held"]:
-        row["rss_kib_per_conn"] = (rss1 - rss0) / 1024 / row["held"]
-        row["pss_kib_per_conn"] = (pss1 - pss0) / 1024 / row["held"]
     problems = []
     if row["held"] < target:
         problems.append(f"held {row['held']} of {target}" + (f" ({row['stopped']})" if row["stopped"] else ""))
     if row["fresh_ms"] is None:
         problems.append("a fresh client was not served")
+    if stop_failed:
+        problems.append(stop_failed)
     row["status"] = "failed" if problems else "ok"
     row["reason"] = "; ".join(problems)
     return row

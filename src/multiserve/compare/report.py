@@ -81,16 +81,21 @@ def _baseline_note(cells, service) -> str:
     return f"Below their closest baseline: {items}."
 
 
+def _kib(x) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
 def idle_table(idle_rows) -> list[str]:
-    lines = ["| engine | target | opened | held | fresh client ms | RSS KiB/conn | PSS KiB/conn | status |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| engine | target | opened | held | fresh client ms | idle KiB/conn RSS | PSS "
+             "| after a request KiB/conn RSS | PSS | status |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in idle_rows:
         fresh = "not served" if r["fresh_ms"] is None else f"{r['fresh_ms']:.1f}"
-        rss = "–" if r["rss_kib_per_conn"] is None else f"{r['rss_kib_per_conn']:.2f}"
-        pss = "–" if r["pss_kib_per_conn"] is None else f"{r['pss_kib_per_conn']:.2f}"
         status = r["status"] if r["status"] == "ok" else f"failed: {r['reason']}"
-        lines.append(f"| {r['engine']} | {r['target']:,} | {r['opened']:,} | {r['held']:,} | {fresh} | {rss} "
-                     f"| {pss} | {status.replace('|', '/')} |")
+        lines.append(f"| {r['engine']} | {r['target']:,} | {r['opened']:,} | {r['held']:,} | {fresh} "
+                     f"| {_kib(r['idle_rss_kib_per_conn'])} | {_kib(r['idle_pss_kib_per_conn'])} "
+                     f"| {_kib(r['used_rss_kib_per_conn'])} | {_kib(r['used_pss_kib_per_conn'])} "
+                     f"| {status.replace('|', '/')} |")
     return lines
 
 
@@ -133,9 +138,11 @@ def render(results: dict, plots: dict[str, list[str]]) -> str:
         limit = results.get("open_files") or {}
         out += ["", "## Idle connections (C10K)", "",
                 f"Open-file limit: soft {limit.get('before')} raised to {limit.get('after')} (hard {limit.get('hard')}). "
-                "*held*: idle connections that then answered a request; *fresh client*: connect and one "
-                "request while all are open; memory per connection is the server tree's growth over the "
-                "connections held (PSS splits pages shared between forked processes).", ""]
+                "*held*: idle connections that then answered one request each (within 30 s + 1 ms per "
+                "connection); *fresh client*: connect and one request while all are open (10 s at most). "
+                "Memory per connection is the server tree's growth: *idle* over the connections opened, "
+                "measured once the fresh client is answered (so all were accepted); *after a request* "
+                "over those held. PSS splits pages that forked processes share.", ""]
         out += idle_table(results["idle"])
     failures = analysis.failed(cells)
     out += ["", "## Failed cells", ""]
