@@ -17,6 +17,14 @@ FIGURES = (
 )
 
 
+def _color(i: int):
+    """Up to 20 distinguishable colours: tab20's strong shades first, then its light ones
+    (matplotlib's default cycle repeats after 10, and engines plus baselines are 11)."""
+    import matplotlib
+
+    return matplotlib.colormaps["tab20"]((2 * i) % 20 + (2 * i) // 20 % 2)
+
+
 def plot_service(cells: list[dict], service: str, out_dir: Path) -> list[str]:
     """Write ``<service>-rps.png`` and ``<service>-p99.png`` into ``out_dir``; return their names.
 
@@ -33,14 +41,14 @@ def plot_service(cells: list[dict], service: str, out_dir: Path) -> list[str]:
     names = []
     for field, label, suffix, log_y in FIGURES:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-        for engine, is_baseline in servers:
+        for i, (engine, is_baseline) in enumerate(servers):
             points = sorted((c["connections"], c[field]) for c in cells
                             if c["service"] == service and c["engine"] == engine and analysis.ok(c)
                             and c[field] is not None)
             if not points:
                 continue
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", linestyle="--" if is_baseline else "-",
+            ax.plot(xs, ys, marker="o", linestyle="--" if is_baseline else "-", color=_color(i),
                     linewidth=1.2 if is_baseline else 2.0, label=engine + (" (baseline)" if is_baseline else ""))
         if len(counts) > 1:
             ax.set_xscale("log")
