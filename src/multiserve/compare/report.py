@@ -108,7 +108,8 @@ def render(results: dict, plots: dict[str, list[str]]) -> str:
         "",
         f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}, {m['memory_gib']} GiB), {m['python']}, "
         f"gevent {v.get('gevent')}, uvloop {v.get('uvloop')}, commit `{m['commit']}`; "
-        f"load average at start {m['loadavg_at_start']}.",
+        f"load average at start {m['loadavg_at_start']}, at the end {m.get('loadavg_at_end')} "
+        f"(1/5/15 min; the run itself adds about 2).",
         "",
         f"Command: `{s['command']}`",
         "",
