@@ -138,7 +138,9 @@ def render(results: dict, plots: dict[str, list[str]]) -> str:
     if results.get("idle"):
         limit = results.get("open_files") or {}
         out += ["", "## Idle connections (C10K)", "",
-                f"Open-file limit: soft {limit.get('before')} raised to {limit.get('after')} (hard {limit.get('hard')}). "
+                (f"Open-file limit: soft {limit.get('before')} raised to {limit.get('after')} (hard {limit.get('hard')}). "
+                 if limit.get("before") != limit.get("after") else
+                 f"Open-file limit: {limit.get('after')}, already the hard limit (nothing to raise). ") +
                 "*held*: idle connections that then answered one request each (within 30 s + 1 ms per "
                 "connection); *fresh client*: connect and one request while all are open (10 s at most). "
                 "Memory per connection is the server tree's growth: *idle* over the connections opened, "
