@@ -7,7 +7,10 @@ kernel does the waiting.
 
 Timeouts: with OS threads the socket stays in blocking mode and the kernel enforces them
 (``SO_RCVTIMEO``/``SO_SNDTIMEO``: a receive or send that makes no progress for that long fails),
-which costs nothing per request. Under gevent, sockets are cooperative and use ``settimeout``.
+which costs nothing per request. Under gevent a socket timeout would start and stop a timer on
+every wait (measured: a quarter of gevent's throughput), so the gevent engine runs a watchdog
+instead, which raises :class:`IdleTimeout` into a connection idle in ``recv`` (or stuck in a
+send) for too long; only a partial request line switches to a socket timeout.
 
 Graceful stop without polling: a connection marks itself idle *before* it checks the stop flag
 and blocks in ``recv``; the stopper sets the flag *before* it looks at the idle marks and shuts
@@ -18,6 +21,7 @@ request and delivers the reply first.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import select
@@ -38,14 +42,22 @@ REQUEST_TIMEOUT = error_reply("request timeout")
 _TIMEVAL = "ll"
 
 
-class Track:
-    """One live connection, as the stopper sees it."""
+class IdleTimeout(TimeoutError):
+    """Raised into a connection by a watchdog (the gevent engine's) when its wait is too long."""
 
-    __slots__ = ("sock", "idle")
+
+class Track:
+    """One live connection, as the stopper and a watchdog see it."""
+
+    __slots__ = ("sock", "idle", "sending", "last_active", "owner", "watched")
 
     def __init__(self, sock):
         self.sock = sock
         self.idle = False
+        self.sending = False
+        self.last_active = time.monotonic()
+        self.owner = None  # the greenlet serving it, under a watchdog
+        self.watched = False
 
 
 class Connections:
@@ -117,7 +129,11 @@ class ConnectionLoop:
     that costs one log line at most.
     """
 
-    def __init__(self, service, config, stats, connections: Connections, *, kernel_timeouts: bool):
+    def __init__(self, service, config, stats, connections: Connections, *, kernel_timeouts: bool,
+                 current=None):
+        """``kernel_timeouts``: OS threads (SO_RCVTIMEO/SO_SNDTIMEO). Otherwise a watchdog owns
+        the idle timeout and ``current()`` returns the running greenlet it may raise into."""
+        self.current = current
         self.service = service
         self.plan = CallPlan(service)
         self.config = config
@@ -133,6 +149,12 @@ class ConnectionLoop:
                             struct.pack(_TIMEVAL, sec, int((seconds - sec) * 1e6)))
         else:
             sock.settimeout(seconds)
+
+    def _watchdog_owns_timeouts(self, sock, track: Track, owns: bool) -> None:
+        if not self.kernel_timeouts:
+            track.watched = owns
+            if owns:
+                sock.settimeout(None)
 
     def __call__(self, sock: socket.socket, peer) -> None:
         config = self.config
@@ -150,7 +172,9 @@ class ConnectionLoop:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
             else:
-                sock.settimeout(idle)
+                sock.settimeout(None)
+                track.owner = self.current()
+                track.watched = True
             session = Session(self.service, config.max_line, peer, self.plan)
             error = self._loop(sock, session, track, idle)
         except OSError as exc:
@@ -173,6 +197,7 @@ class ConnectionLoop:
         """Returns 1 if the connection ended on an error, else 0."""
         request_deadline = None
         recv = sock.recv
+        send = sock.sendall if self.kernel_timeouts else functools.partial(self._send_watched, sock, track)
         handle = session.handle
         connections = self.connections
         while True:
@@ -182,6 +207,8 @@ class ConnectionLoop:
                 return 0
             try:
                 data = recv(RECV_SIZE)
+                if not self.kernel_timeouts:
+                    track.last_active = time.monotonic()
             except (BlockingIOError, TimeoutError):
                 if request_deadline is not None and time.monotonic() >= request_deadline:
                     log.info("connection %s: request timeout", describe_peer(session.conn.peer))
@@ -194,14 +221,11 @@ class ConnectionLoop:
             if not data:
                 last = session.eof()
                 if last is not None and not connections.stopping:
-                    sock.sendall(handle(last))
+                    send(handle(last))
                 return 0
             lines = session.receive(data)
             if lines:
-                if len(lines) == 1:
-                    sock.sendall(handle(lines[0]))
-                else:
-                    sock.sendall(b"".join([handle(line) for line in lines]))
+                send(handle(lines[0]) if len(lines) == 1 else b"".join([handle(line) for line in lines]))
             if session.failed:
                 log.info("connection %s: %s", describe_peer(session.conn.peer), session.framer.error)
                 close_with_error(sock, session.error)
@@ -210,10 +234,23 @@ class ConnectionLoop:
                 now = time.monotonic()
                 if request_deadline is None:
                     request_deadline = now + self.config.request_timeout
+                    self._watchdog_owns_timeouts(sock, track, False)
                 self._set_recv_timeout(sock, min(idle, request_deadline - now))
             elif request_deadline is not None:
                 request_deadline = None
-                self._set_recv_timeout(sock, idle)
+                if self.kernel_timeouts:
+                    self._set_recv_timeout(sock, idle)
+                else:
+                    self._watchdog_owns_timeouts(sock, track, True)
+
+    @staticmethod
+    def _send_watched(sock, track: Track, data: bytes) -> None:
+        track.sending = True
+        track.last_active = time.monotonic()
+        try:
+            sock.sendall(data)
+        finally:
+            track.sending = False
 
     def _answer_buffered(self, sock, session: Session) -> None:
         """On stop: answer whole requests the client already sent, without waiting for more."""
@@ -332,6 +369,20 @@ class Acceptor:
         signal.set_wakeup_fd(self._old_wakeup)
         os.close(self.wake_r)
         os.close(self.wake_w)
+
+
+def watch_idle(connections: Connections, idle_timeout: float, now: float, raise_in) -> None:
+    """One watchdog pass: raise IdleTimeout into each connection waiting longer than the idle
+    timeout in ``recv`` or in a send (``raise_in(owner, exc_type)``). Run it every ``period``."""
+    for track in connections.tracks_unlocked():
+        if track.watched and (track.idle or track.sending) and now - track.last_active >= idle_timeout:
+            track.watched = False  # once
+            raise_in(track.owner, IdleTimeout)
+
+
+def watchdog_period(idle_timeout: float) -> float:
+    """A quarter of the timeout, at most a second: a timeout fires at most 25% late."""
+    return min(1.0, idle_timeout / 4)
 
 
 def drain(connections: Connections, grace: float, what: str = "connections") -> None:

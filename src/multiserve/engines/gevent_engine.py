@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 
 from .base import AcceptErrorLog, Engine
-from .blocking import ConnectionLoop, Connections, drain
+from .blocking import ConnectionLoop, Connections, drain, watch_idle, watchdog_period
 
 log = logging.getLogger("multiserve")
 
@@ -42,7 +43,8 @@ class GeventEngine(Engine):
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, stop.set)  # runs in the hub, not in a signal context
         connections = Connections()
-        serve_connection = ConnectionLoop(service, self.config, stats, connections, kernel_timeouts=False)
+        serve_connection = ConnectionLoop(service, self.config, stats, connections, kernel_timeouts=False,
+                                          current=gevent.getcurrent)
         slots = gevent.lock.BoundedSemaphore(self.config.max_conns) if self.config.max_conns else None
 
         def run(sock, peer):
@@ -71,8 +73,17 @@ class GeventEngine(Engine):
                 errors.succeeded()
                 gevent.spawn(run, sock, peer)
 
+        def watchdog():
+            idle, period = self.config.idle_timeout, watchdog_period(self.config.idle_timeout)
+            raise_in = lambda owner, exc: owner.kill(exc, block=False)  # noqa: E731
+            while True:
+                gevent.sleep(period)
+                watch_idle(connections, idle, time.monotonic(), raise_in)
+
         acceptor = gevent.spawn(accept_forever)
+        watcher = gevent.spawn(watchdog)
         ready()
         stop.wait()
         acceptor.kill()
+        watcher.kill()
         drain(connections, self.config.grace)
