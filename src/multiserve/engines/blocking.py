@@ -184,7 +184,6 @@ class ConnectionLoop:
             error = 1
             log.error("connection %s: %s: %s", describe_peer(peer), type(exc).__name__, exc)
         finally:
-            connections.remove(track)
             if session is not None:
                 session.finish()
             try:
@@ -192,6 +191,7 @@ class ConnectionLoop:
             except OSError:
                 pass
             self.stats.add(connections=1, requests=session.requests if session else 0, errors=error)
+            connections.remove(track)  # last: the drain waits for this, then prints the counts
 
     def _loop(self, sock, session: Session, track: Track, idle: float) -> int:
         """Returns 1 if the connection ended on an error, else 0."""

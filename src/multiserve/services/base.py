@@ -30,13 +30,20 @@ import types
 
 
 class Connection:
-    """One client, as a service sees it. ``state`` is the service's to fill."""
+    """One client, as a service sees it. ``state`` is the service's to fill (made on first use,
+    so a service that keeps no state costs an idle connection nothing for it)."""
 
-    __slots__ = ("peer", "state")
+    __slots__ = ("peer", "_state")
 
     def __init__(self, peer=None):
         self.peer = peer
-        self.state = types.SimpleNamespace()
+        self._state = None
+
+    @property
+    def state(self) -> types.SimpleNamespace:
+        if self._state is None:
+            self._state = types.SimpleNamespace()
+        return self._state
 
 
 class Service:
