@@ -179,7 +179,7 @@ class ConnectionLoop:
             error = self._loop(sock, session, track, idle)
         except OSError as exc:
             error = 1
-            log.info("connection %s: %s", describe_peer(peer), _reason(exc))
+            log.info("connection %s: %s", describe_peer(peer), describe_error(exc))
         except Exception as exc:  # a bug in a service's setup/finish: one line, keep serving
             error = 1
             log.error("connection %s: %s: %s", describe_peer(peer), type(exc).__name__, exc)
@@ -263,7 +263,7 @@ class ConnectionLoop:
             sock.sendall(b"".join([session.handle(line) for line in lines]))
 
 
-def _reason(exc: OSError) -> str:
+def describe_error(exc: OSError) -> str:
     if isinstance(exc, (BlockingIOError, TimeoutError)):
         return "send made no progress (client not reading); closed"
     if isinstance(exc, ConnectionResetError):
@@ -315,9 +315,10 @@ class Acceptor:
         except BlockingIOError:
             pass
 
-    def run(self, start_connection, on_wake=None) -> None:
+    def run(self, start_connection, on_wake=None, *, tick=None, period: float = 1.0) -> None:
         """Accept until SIGTERM/SIGINT. ``start_connection(sock, peer)`` must not block;
-        ``on_wake()`` runs after every wake-up (the process engine reaps children there)."""
+        ``on_wake()`` runs after every wake-up (the process engine reaps children there);
+        ``tick()`` runs at least every ``period`` seconds (the threadpool engine's timeouts)."""
         self.listener.setblocking(False)
         listen_fd = self.listener.fileno()
         poller = select.poll()
@@ -329,9 +330,11 @@ class Acceptor:
                 (poller.register(listen_fd, select.POLLIN) if want else poller.unregister(listen_fd))
                 listening = want
             try:
-                events = poller.poll(1000)
+                events = poller.poll(int(period * 1000))
             except InterruptedError:
                 continue
+            if tick is not None:
+                tick()
             for fd, _ in events:
                 if fd == self.wake_r:
                     try:

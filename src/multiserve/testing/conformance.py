@@ -177,9 +177,10 @@ def test_oversized_line_gets_err_and_memory_stays_bounded(engine):
     with running_server("--engine", engine, "--port", "0", "--max-line", str(limit)) as srv:
         with srv.connect() as other:
             assert other.request(b"warm up\n") == b"WARM UP\n"
+            flood = srv.connect(timeout=20)
+            assert flood.request(b"first a good one\n") == b"FIRST A GOOD ONE\n"  # its worker exists
             before = tree_rss(srv.pid)
             peak = before
-            flood = srv.connect(timeout=20)
             stop = threading.Event()
 
             def send_flood():
@@ -238,6 +239,12 @@ def test_request_timeout_stops_a_trickling_client(engine):
 
 def test_client_that_never_reads_cannot_grow_memory(engine):
     with running_server("--engine", engine, "--port", "0") as srv:
+        # warm up every thread/worker first: their one-time stacks and malloc arenas are not
+        # what this test is about
+        async def warm_up():
+            await asyncio.gather(*(_client(srv.host, srv.port, i, 20) for i in range(40)))
+
+        asyncio.run(asyncio.wait_for(warm_up(), 60))
         with srv.connect() as other:
             assert other.request(b"warm up\n") == b"WARM UP\n"
             greedy = socket.create_connection((srv.host, srv.port), timeout=2)
@@ -246,10 +253,10 @@ def test_client_that_never_reads_cannot_grow_memory(engine):
             assert greedy.recv(100) == b"HELLO\n"  # served, so its thread/process/task exists
             request = b"never read me %08d\n" % 0
             chunk = request * (65536 // len(request))
-            for _ in range(16):  # 1 MiB: the connection is set up and its buffers are full
+            for _ in range(48):  # 3 MiB: its thread, arena and buffers are all in use by now
                 greedy.sendall(chunk)
             before = tree_rss(srv.pid)
-            sent = 1 << 20
+            sent = 3 << 20
             with contextlib.suppress(OSError):  # the send blocks once the server stops reading us
                 while sent < 10 * 1024 * 1024:
                     greedy.sendall(chunk)
@@ -259,6 +266,20 @@ def test_client_that_never_reads_cannot_grow_memory(engine):
             # 10 MB of requests make 10 MB of replies: held in the server, that is what would grow
             assert after - before < 4 * 1024 * 1024, (before, after, sent)
             _reset(greedy)
+
+
+def test_idle_clients_do_not_starve_a_new_one(engine):
+    # more idle clients than the threadpool engine has threads (32 by default)
+    with running_server("--engine", engine, "--port", "0", "--threads", "4") as srv:
+        idle = [srv.connect() for _ in range(40)]
+        try:
+            for c in idle[:5]:
+                assert c.request(b"then idle\n") == b"THEN IDLE\n"
+            with srv.connect(timeout=5) as fresh:
+                assert fresh.request(b"fresh\n") == b"FRESH\n"
+        finally:
+            for c in idle:
+                c.close()
 
 
 def test_max_conns_queues_the_third_client(engine):
