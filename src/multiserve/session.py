@@ -8,7 +8,6 @@ protocol: write ``error`` and close. ``finish`` must be called once when the con
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 
@@ -25,6 +24,8 @@ def run_coroutine_here(coro):
     """Run ``coro`` to completion on this thread's own event loop (made once per thread)."""
     runner = getattr(_loops, "runner", None)
     if runner is None:
+        import asyncio  # only for async services under a non-asyncio engine
+
         runner = _loops.runner = asyncio.Runner()
     return runner.run(coro)
 

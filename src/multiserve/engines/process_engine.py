@@ -8,6 +8,7 @@ parent's exit summary covers them.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -64,6 +65,9 @@ class ProcessEngine(Engine):
             children.add(pid)
             sock.close()
 
+        # Move every object made so far out of the collector's reach, so that a child's garbage
+        # collections do not write to (and so copy) the pages it shares with us.
+        gc.freeze()
         ready()
         try:
             acceptor.run(start, on_wake=reap)

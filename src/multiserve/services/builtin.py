@@ -1,7 +1,6 @@
 """The built-in services: examples of the interface and the workloads multiserve measures."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 from .base import Service
@@ -45,6 +44,8 @@ class Sleep(Service):
         return request.upper()
 
     async def handle_async(self, request, conn):
+        import asyncio  # already imported wherever a coroutine runs; kept out of forked servers
+
         await asyncio.sleep(self.seconds)
         return request.upper()
 
