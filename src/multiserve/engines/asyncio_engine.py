@@ -48,6 +48,8 @@ class ServerState:
     def __init__(self, service, config, stats, *, cpu_executor=None, on_request=None):
         self.service = service
         self.plan = CallPlan(service)
+        # answer in data_received: the service is cheap and we are not stopping
+        self.inline = self.plan.inline
         # Optional per-request split (a mixed load): a service's ``cpu_bound_for(request) -> bool``
         # sends the requests it names where CPU-bound calls go (the hybrid engine's process pool,
         # else the thread pool), even when the service is otherwise answered inline.
@@ -128,21 +130,20 @@ class LineProtocol(asyncio.Protocol):
 
     # -- reading ------------------------------------------------------------------------
     def data_received(self, data):
-        if self.discarded >= 0:
-            self.discarded += len(data)
-            if self.discarded > LINGER_BYTES:
-                self.transport.abort()
-            return
-        if self.closing:
+        if self.closing is not False or self.discarded >= 0:
+            if self.discarded >= 0:
+                self.discarded += len(data)
+                if self.discarded > LINGER_BYTES:
+                    self.transport.abort()
             return
         state = self.state
-        self.last_active = state.loop.time()
-        session = self.session
-        lines = session.receive(data)
+        self.last_active = now = state.loop.time()
+        framer = self.session.framer
+        lines = framer.feed(data)
         if lines:
-            if self.worker is None and state.plan.inline and not state.stopping and (
+            if self.worker is None and state.inline and (
                     state.cpu_bound_for is None or not any(map(state.cpu_bound_for, lines))):
-                handle = session.handle
+                handle = self.session.handle
                 if len(lines) == 1:
                     self.transport.write(handle(lines[0]))
                 else:
@@ -151,13 +152,12 @@ class LineProtocol(asyncio.Protocol):
                     state.on_request(len(lines))
             else:
                 self._enqueue(lines)
-        if session.failed:
-            log.info("connection %s: %s", self._peer(), session.framer.error)
-            self._finish_then(session.error)
-            return
-        if session.pending:
+        if framer.failed:
+            log.info("connection %s: %s", self._peer(), framer.error)
+            self._finish_then(self.session.error)
+        elif framer.partial:
             if self.request_started is None:
-                self.request_started = self.last_active
+                self.request_started = now
         else:
             self.request_started = None
 
@@ -405,6 +405,7 @@ async def serve_forever(listener: socket.socket, state: ServerState, stop: async
         ready()
     await stop.wait()
     state.stopping = True
+    state.inline = False
     stop_listening()
     # Connections the kernel accepted but we have not: take them in, so they are served.
     accept_some(limit=config.backlog)

@@ -37,22 +37,23 @@ class LineFramer:
     order. When the partial line passes ``max_line`` bytes, ``feed`` still returns the lines that
     came before it and sets ``failed``: the caller answers those, then sends
     ``error_reply(LineTooLong(...))`` and closes. A failed framer buffers and returns nothing more.
-    ``eof()`` returns the final unterminated line, if any. ``pending`` is the size of the partial
-    line; engines use it for the request timeout (a partial request has a first-byte time).
+    ``eof()`` returns the final unterminated line, if any. ``partial`` (read only) holds the
+    unfinished request, ``pending`` its size; engines use it for the request timeout (a partial
+    request has a first-byte time).
     """
 
-    __slots__ = ("max_line", "_partial", "failed")
+    __slots__ = ("max_line", "partial", "failed")
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE):
         if max_line < 1:
             raise ValueError("max_line must be at least 1")
         self.max_line = max_line
-        self._partial = b""
+        self.partial = b""
         self.failed = False
 
     @property
     def pending(self) -> int:
-        return len(self._partial)
+        return len(self.partial)
 
     @property
     def error(self) -> LineTooLong:
@@ -61,15 +62,15 @@ class LineFramer:
     def feed(self, data: bytes) -> list[bytes]:
         if self.failed:
             return []
-        if self._partial:
-            data = self._partial + data
-            self._partial = b""
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
         end = data.rfind(b"\n")
         if end < 0:
             if len(data) > self.max_line:
                 self._fail()
             else:
-                self._partial = data
+                self.partial = data
             return []
         last = len(data) - 1
         if end == last and data.find(b"\n") == end:
@@ -92,16 +93,16 @@ class LineFramer:
             self._fail()
             return out
         if end != last:
-            self._partial = data[end + 1 :]
+            self.partial = data[end + 1 :]
         return out
 
     def eof(self) -> bytes | None:
         """The unterminated last request, or None. The framer is finished afterwards."""
-        rest, self._partial = self._partial, b""
+        rest, self.partial = self.partial, b""
         if self.failed or not rest:
             return None
         return rest
 
     def _fail(self) -> None:
         self.failed = True
-        self._partial = b""
+        self.partial = b""
