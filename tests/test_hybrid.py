@@ -281,7 +281,8 @@ def test_a_worker_whose_loop_is_stuck_is_replaced_after_the_timeout():
                 env=env_with_tests_on_path()) as srv:
         before = workers_of(srv)
         stuck = socket.create_connection((srv.host, srv.port), timeout=10)
-        victim = owner_of(srv, stuck)
+        # create_connection returns once the kernel completes the handshake, before a worker accepts
+        victim = wait_for(lambda: owner_of(srv, stuck), 10, "the connection accepted")
         stuck.sendall(b"stuck\n")
         sent_at = time.monotonic()
         wait_for(lambda: victim not in workers_of(srv) and len(workers_of(srv)) == 2, 10, "the stuck worker replaced")

@@ -1,4 +1,4 @@
-"""``multiserve serve|bench|compare|lab|tickets|demo``: a thin shell over the library.
+"""``multiserve serve|bench|compare|lab|tickets|engines``: a thin shell over the library.
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``,
 imported only when used, so ``multiserve serve`` never imports matplotlib.
@@ -16,7 +16,6 @@ COMMANDS = {
     "compare": ("multiserve.compare.cli", "every engine under the same load, as a report"),
     "lab": ("multiserve.lab.cli", "the classic concurrency experiments, measured"),
     "tickets": ("multiserve.services.tickets.cli", "the ticket office: init, rush, check"),
-    "demo": ("multiserve.commands.demo", "start a server, drive it briefly, stop it (make run)"),
     "engines": ("multiserve.commands.engines", "list the engines"),
 }
 
