@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 
 from .base import Connection, Service, has_async_handle, has_sync_handle
 from .builtin import Cpu, Echo, Sleep, Upper
@@ -52,6 +54,10 @@ def load_service(spec: str, options: dict | None = None):
     if not arg:
         known = ", ".join(sorted(BUILTIN_SERVICES))
         raise ValueError(f"unknown service {spec!r}: use one of {known}, or package.module:Name")
+    # like gunicorn: a module in the directory the server was started from is importable, also
+    # through the console script (which, unlike ``python -m``, does not put it on sys.path)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(name)
     except ImportError as exc:

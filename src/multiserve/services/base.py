@@ -12,6 +12,10 @@ class attributes the service declares:
     so it must not depend on the per-connection object: it is called as ``handle(request, None)``
     in another process, and the service must pickle.
 
+``cpu_bound_for(request) -> bool`` (optional method)
+    A per-request split for a mixed load: the lines it names go where CPU-bound calls go, the
+    others are answered as ``blocking`` says.
+
 A service may instead (or also) define ``async def handle_async(self, request, conn)``. Event-loop
 engines await it; the other engines run it on a per-thread event loop. If only ``handle_async``
 exists, every engine still serves the service.
@@ -21,7 +25,7 @@ Per-connection life cycle, in the spirit of socketserver's ``setup()/handle()/fi
 leaves (also after errors). ``conn`` is a :class:`Connection`: it carries ``peer`` and a free
 attribute namespace ``state`` for the service's own per-connection data.
 
-What may be overridden: ``setup``, ``handle``, ``handle_async``, ``finish``, ``open``/``close``
+What may be overridden: ``setup``, ``handle``, ``handle_async``, ``finish``, ``cpu_bound_for``, ``open``/``close``
 (once per serving process, e.g. to open a database pool after a fork), and the two flags.
 """
 from __future__ import annotations

@@ -21,9 +21,9 @@ class ServerProcess:
     that a process or hybrid engine forked, by the group's id, never by name.
     """
 
-    def __init__(self, args, *, env=None, ready_timeout: float = 20.0, cwd=None):
+    def __init__(self, args, *, env=None, ready_timeout: float = 20.0, cwd=None, command=None):
         self.args = list(args)
-        cmd = [sys.executable, "-m", "multiserve", "serve", *self.args]
+        cmd = [*(command or [sys.executable, "-m", "multiserve"]), "serve", *self.args]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True
         )
@@ -80,9 +80,10 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None):
-    """``with running_server("--engine", "thread") as srv:`` ... always killed at the end."""
-    server = ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd)
+def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None, command=None):
+    """``with running_server("--engine", "thread") as srv:`` ... always killed at the end.
+    ``command`` replaces ``python -m multiserve`` (e.g. the console script)."""
+    server = ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd, command=command)
     try:
         yield server
     finally:
