@@ -48,16 +48,25 @@ def build(instruments: str) -> str:
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
-    """CPU of the process, its reaped children and its live children."""
-    total = 0.0
-    with contextlib.suppress(psutil.Error):
-        t = proc.cpu_times()
-        total += t.user + t.system + t.children_user + t.children_system
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                c = child.cpu_times()
-                total += c.user + c.system
-    return total
+    """CPU of the process, its reaped children and its live children.
+
+    A child reaped between reading the parent and listing the children would be missed (or
+    counted twice in the other order): read the parent's reaped-children total before and after
+    the listing, and retry until it did not move."""
+    for _ in range(100):
+        try:
+            before = proc.cpu_times()
+            live = 0.0
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    c = child.cpu_times()
+                    live += c.user + c.system
+            after = proc.cpu_times()
+        except psutil.Error:
+            return float("nan")
+        if (before.children_user, before.children_system) == (after.children_user, after.children_system):
+            return after.user + after.system + after.children_user + after.children_system + live
+    return float("nan")
 
 
 def start(cmd, core: int):

@@ -197,8 +197,11 @@ class ConnectionLoop:
         """Returns 1 if the connection ended on an error, else 0."""
         request_deadline = None
         recv = sock.recv
-        send = sock.sendall if self.kernel_timeouts else functools.partial(self._send_watched, sock, track)
+        sendall = sock.sendall
+        watched = not self.kernel_timeouts
+        send = functools.partial(self._send_watched, sock, track) if watched else sendall
         handle = session.handle
+        monotonic = time.monotonic
         connections = self.connections
         while True:
             track.idle = True
@@ -207,8 +210,6 @@ class ConnectionLoop:
                 return 0
             try:
                 data = recv(RECV_SIZE)
-                if not self.kernel_timeouts:
-                    track.last_active = time.monotonic()
             except (BlockingIOError, TimeoutError):
                 if request_deadline is not None and time.monotonic() >= request_deadline:
                     log.info("connection %s: request timeout", describe_peer(session.conn.peer))
@@ -225,7 +226,15 @@ class ConnectionLoop:
                 return 0
             lines = session.receive(data)
             if lines:
-                send(handle(lines[0]) if len(lines) == 1 else b"".join([handle(line) for line in lines]))
+                reply = handle(lines[0]) if len(lines) == 1 else b"".join([handle(line) for line in lines])
+                if watched:  # _send_watched inlined: this is the hot path of the gevent engine
+                    # the watchdog times a stuck send, then the idle wait after it, from here
+                    track.last_active = monotonic()
+                    track.sending = True
+                    sendall(reply)
+                    track.sending = False  # after an error too: the connection is over anyway
+                else:
+                    sendall(reply)
             if session.failed:
                 log.info("connection %s: %s", describe_peer(session.conn.peer), session.framer.error)
                 close_with_error(sock, session.error)
