@@ -22,7 +22,7 @@ import pytest
 
 from multiserve.services import Service
 from multiserve.services.builtin import burn_cpu
-from multiserve.testing.server_process import running_server
+from multiserve.testing.server_process import live_children, running_server, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 TESTS = str(Path(__file__).parent)
@@ -69,14 +69,7 @@ def hybrid(*args, env=None):
 
 
 def workers_of(srv) -> set[int]:
-    alive = set()
-    for child in psutil.Process(srv.pid).children():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.add(child.pid)
-        except psutil.NoSuchProcess:  # exited between the listing and the look
-            pass
-    return alive
+    return live_children(srv.pid)
 
 
 def owner_of(srv, sock: socket.socket) -> int | None:
@@ -90,16 +83,6 @@ def owner_of(srv, sock: socket.socket) -> int | None:
         if any(conn.raddr and conn.raddr.port == port for conn in conns):
             return pid
     return None
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def readline(sock: socket.socket) -> bytes:

@@ -7,7 +7,6 @@ joined at the end of its test.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys

@@ -19,6 +19,8 @@ import time
 import psutil
 import pytest
 
+from multiserve.testing.server_process import live_children, wait_for
+
 pytestmark = pytest.mark.timeout(60)
 
 READY = "noop supervisor ready"
@@ -83,24 +85,7 @@ def wait_ready(proc, timeout=15.0) -> None:
 
 
 def workers_of(proc) -> set[int]:
-    alive = set()
-    for child in psutil.Process(proc.pid).children():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.add(child.pid)
-        except psutil.NoSuchProcess:  # exited between the listing and the look
-            pass
-    return alive
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return live_children(proc.pid)
 
 
 def stop(proc) -> str:

@@ -20,7 +20,6 @@ request and delivers the reply first.
 """
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import os

@@ -7,9 +7,11 @@ contract of issue 4: ``experiment, claim, verdict, why, machine, results``.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import platform
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -108,3 +110,35 @@ def busy_note(load_before: float) -> str:
     if load_before >= cores() / 2:
         return f" (the machine was busy: load average {load_before:.1f} on {cores()} cores at the start)"
     return ""
+
+
+def thread_each(task: Callable[[int], Any], count: int, size: int) -> list:
+    """``task(size)`` by ``count`` threads, one each, every one joined before returning (the
+    tutorials' mistake is stopping the clock before the join)."""
+    results = [None] * count
+
+    def work(k):
+        results[k] = task(size)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return results
+
+
+def _store_result(task, size, out, k):
+    out[k] = task(size)
+
+
+def process_each(task: Callable[[int], int], count: int, size: int) -> list[int]:
+    """``task(size)`` by ``count`` processes, one each, joined; ``task`` must be a module-level
+    function returning an int (each child writes only its own slot of a shared array)."""
+    out = multiprocessing.Array("q", count, lock=False)
+    workers = [multiprocessing.Process(target=_store_result, args=(task, size, out, k)) for k in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return list(out)

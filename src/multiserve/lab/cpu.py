@@ -7,11 +7,9 @@ joining them, and each task's result is checked, so nothing is timed before it h
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
-import threading
 
 from .common import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Report, Sizes, Stopwatch, cores, default_thread_pool_size,
-                     gil_enabled, speedup_rows)
+                     gil_enabled, process_each, speedup_rows, thread_each)
 
 TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "cpu"
@@ -35,31 +33,11 @@ def serial(count, size):
 
 
 def threads(count, size):
-    results = [None] * count
-
-    def work(k):
-        results[k] = task(size)
-
-    workers = [threading.Thread(target=work, args=(k,)) for k in range(count)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return results
-
-
-def _process_work(size, out, k):
-    out[k] = task(size)
+    return thread_each(task, count, size)
 
 
 def processes(count, size):
-    out = multiprocessing.Array("q", count, lock=False)  # each child writes only its own slot
-    workers = [multiprocessing.Process(target=_process_work, args=(size, out, k)) for k in range(count)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return list(out)
+    return process_each(task, count, size)
 
 
 def process_pool(count, size):

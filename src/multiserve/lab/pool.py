@@ -13,12 +13,12 @@ counts shared pages again in every child: an upper bound). Short-lived peaks may
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
 import threading
 
 import psutil
 
-from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch, cores, default_thread_pool_size
+from .common import (DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch, cores, default_thread_pool_size, process_each,
+                     thread_each)
 
 TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "pool"
@@ -70,31 +70,11 @@ class Sampler:
 
 
 def thread_per_task(count, size):
-    results = [None] * count
-
-    def work(k):
-        results[k] = task(size)
-
-    workers = [threading.Thread(target=work, args=(k,)) for k in range(count)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return results
-
-
-def _process_work(k, size, out):
-    out[k] = task(size)
+    return thread_each(task, count, size)
 
 
 def process_per_task(count, size):
-    out = multiprocessing.Array("q", count, lock=False)  # each child writes only its own slot
-    workers = [multiprocessing.Process(target=_process_work, args=(k, size, out)) for k in range(count)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return list(out)
+    return process_each(task, count, size)
 
 
 def submit_result(pool, count, size):

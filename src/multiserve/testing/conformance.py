@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from ..engines import ENGINES
-from .server_process import Client, running_server
+from .server_process import running_server
 
 __all__ = [name for name in dir() if name.startswith("test_")]  # filled at the end
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 READY = re.compile(rb"multiserve listening on (\S+):(\d+) engine=(\S+) pid=(\d+)")
 
 
@@ -135,3 +137,26 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def live_children(pid: int) -> set[int]:
+    """The pids of the process's children that have not exited (zombies left out)."""
+    alive = set()
+    for child in psutil.Process(pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.add(child.pid)
+        except psutil.NoSuchProcess:  # exited between the listing and the look
+            pass
+    return alive

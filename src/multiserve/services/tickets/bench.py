@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     args = parser.parse_args(argv)
-    print(f"| store | fsync | raw loop, 1 conn | " + " | ".join(f"{e}, {args.connections} conns" for e in args.engines) + " |")
+    print("| store | fsync | raw loop, 1 conn | " + " | ".join(f"{e}, {args.connections} conns" for e in args.engines) + " |")
     print("|---|---|---|" + "---|" * len(args.engines))
     with tempfile.TemporaryDirectory(prefix="tickets-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
         for durable in (True, False):
