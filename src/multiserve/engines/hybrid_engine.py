@@ -209,8 +209,9 @@ class Admission:
     * ``--max-conns`` counts every worker's connections (the module docstring says how exactly).
     * Balance, on the shared socket: every worker's loop wakes for a new connection, but the one
       already running wins the accept race (64 simultaneous connects all landed on one of two
-      workers). So a worker holding more than BALANCE_SLACK connections (or a sixteenth) above the least-loaded
-      live worker (one whose loop beat within two heartbeats) leaves the next ones to it.
+      workers). So a worker holding more than BALANCE_SLACK connections (or a sixteenth) above
+      the least-loaded live worker (one whose loop beat within two heartbeats) leaves the next
+      ones to it.
     * Hand-off, on the shared socket: once draining while other workers keep serving
       (``slot.handoff``), accept nothing more, so the backlog goes to the workers that stay.
 

@@ -9,8 +9,8 @@ connection goes straight to the thread that saw it, with no queue or hand-off be
 An edge that arrives while a thread serves the connection only marks it (``more``), and that
 thread reads again before letting it go. Edge- rather than one-shot triggering saves an
 ``epoll_ctl`` per request, and with it one release and re-take of the GIL: under load, each
-release is a hand-off to another thread, so on 2 cores one-shot re-arming cost 3-4x the CPU per
-request of a thread per connection.
+release is a hand-off to another thread (docs/benchmarks.md: the GIL convoy of 32 pool threads
+on 2 cores).
 
 The main thread accepts (``Acceptor``) and, every sweep period, closes connections past their
 idle or request deadline; connections being served are never touched by the sweep.
