@@ -26,6 +26,8 @@ import time
 
 import psutil
 
+from multiserve.compare.launcher import tree_cpu_seconds
+
 READY = re.compile(rb"listening on (\S+):(\d+)|^()(\d+)$", re.M)  # ours, or echo_epoll's bare port
 PY = sys.executable
 
@@ -48,25 +50,13 @@ def build(instruments: str) -> str:
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
-    """CPU of the process, its reaped children and its live children.
-
-    A child reaped between reading the parent and listing the children would be missed (or
-    counted twice in the other order): read the parent's reaped-children total before and after
-    the listing, and retry until it did not move."""
-    for _ in range(100):
+    """CPU of the server, its reaped children and its live descendants."""
+    def descendants():
         try:
-            before = proc.cpu_times()
-            live = 0.0
-            for child in proc.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    c = child.cpu_times()
-                    live += c.user + c.system
-            after = proc.cpu_times()
+            return proc.children(recursive=True)
         except psutil.Error:
-            return float("nan")
-        if (before.children_user, before.children_system) == (after.children_user, after.children_system):
-            return after.user + after.system + after.children_user + after.children_system + live
-    return float("nan")
+            return []
+    return tree_cpu_seconds(proc, descendants)
 
 
 def start(cmd, core: int):

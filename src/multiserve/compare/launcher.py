@@ -137,6 +137,35 @@ class Server:
         self._stderr.close()
 
 
+def _cpu_times(proc: psutil.Process):
+    try:
+        return proc.cpu_times()
+    except psutil.Error:  # exited (or reaped) meanwhile
+        return None
+
+
+def _seconds(times) -> float:
+    return 0.0 if times is None else times.user + times.system + times.children_user + times.children_system
+
+
+def tree_cpu_seconds(root: psutil.Process, descendants) -> float:
+    """User+system seconds of ``root``, of ``descendants()`` (its live descendants) and of the
+    children each of them reaped (their ``children_*`` times).
+
+    A child reaped between reading the root and listing its descendants would be lost (or
+    counted twice the other way round): read the root's reaped-children total before and after
+    the listing, and list again until it did not move.
+    """
+    for _ in range(100):
+        before = _cpu_times(root)
+        live = sum(_seconds(_cpu_times(proc)) for proc in descendants())
+        after = _cpu_times(root)
+        if before is None or after is None or (before.children_user, before.children_system) == (
+                after.children_user, after.children_system):
+            break
+    return _seconds(after) + live
+
+
 class TreeSampler:
     """Samples the CPU seconds and RSS of a process and all its descendants in a thread.
 
@@ -165,12 +194,7 @@ class TreeSampler:
         return [self.root] + [self._known[c.pid] for c in children]
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for proc in self.tree():
-            with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-        return total
+        return tree_cpu_seconds(self.root, lambda: self.tree()[1:])
 
     def rss(self) -> int:
         total = 0

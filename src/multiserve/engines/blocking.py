@@ -196,11 +196,8 @@ class ConnectionLoop:
         """Returns 1 if the connection ended on an error, else 0."""
         request_deadline = None
         recv = sock.recv
-        sendall = sock.sendall
-        watched = not self.kernel_timeouts
-        send = functools.partial(self._send_watched, sock, track) if watched else sendall
+        send = sock.sendall if self.kernel_timeouts else functools.partial(self._send_watched, sock, track)
         handle = session.handle
-        monotonic = time.monotonic
         connections = self.connections
         while True:
             track.idle = True
@@ -225,15 +222,7 @@ class ConnectionLoop:
                 return 0
             lines = session.receive(data)
             if lines:
-                reply = handle(lines[0]) if len(lines) == 1 else b"".join([handle(line) for line in lines])
-                if watched:  # _send_watched inlined: this is the hot path of the gevent engine
-                    # the watchdog times a stuck send, then the idle wait after it, from here
-                    track.last_active = monotonic()
-                    track.sending = True
-                    sendall(reply)
-                    track.sending = False  # after an error too: the connection is over anyway
-                else:
-                    sendall(reply)
+                send(handle(lines[0]) if len(lines) == 1 else b"".join([handle(line) for line in lines]))
             if session.failed:
                 log.info("connection %s: %s", describe_peer(session.conn.peer), session.framer.error)
                 close_with_error(sock, session.error)
@@ -253,6 +242,8 @@ class ConnectionLoop:
 
     @staticmethod
     def _send_watched(sock, track: Track, data: bytes) -> None:
+        """The watchdog times a stuck send, and then the idle wait after it, from here: one
+        clock read per reply, none per receive."""
         track.sending = True
         track.last_active = time.monotonic()
         try:

@@ -171,7 +171,7 @@ class ThreadPoolEngine(Engine):
                     conn.armed = False
                 self._serve_ready(conn, mask & HANGUP)
 
-    def _serve_ready(self, conn: Conn, hangup: int = 0) -> None:
+    def _serve_ready(self, conn: Conn, hangup: int) -> None:
         """Answer what the client sent, then hand it back (or close it).
 
         A client with more waiting (pipelining, a flood) keeps its thread for up to
@@ -240,9 +240,7 @@ class ThreadPoolEngine(Engine):
                 conn.more = False
                 return True
             conn.armed = True
-        if self.stopping and self._disarm(conn):  # the drain may have passed us by
-            self._answer_buffered(conn)
-            self._close(conn)
+        self._close_if_drain_passed(conn)
         return False
 
     def _rearm(self, conn: Conn) -> None:
@@ -256,7 +254,11 @@ class ThreadPoolEngine(Engine):
         except OSError:
             self._close(conn)
             return
-        if self.stopping and self._disarm(conn):  # the drain may have passed us by
+        self._close_if_drain_passed(conn)
+
+    def _close_if_drain_passed(self, conn: Conn) -> None:
+        """After a hand-back: the drain may have passed this connection by while we had it."""
+        if self.stopping and self._disarm(conn):
             self._answer_buffered(conn)
             self._close(conn)
 
