@@ -49,13 +49,16 @@ def noop_target(context) -> int:
 def main() -> int:
     import logging
 
+    from multiserve.stop import Stop, stop_on_signals
     from multiserve.supervisor import Arbiter
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s [%(process)d] %(message)s")
     workers, timeout = int(sys.argv[1]), float(sys.argv[2])
-    arbiter = Arbiter(noop_target, workers=workers, worker_timeout=timeout, grace=2.0)
+    stop = Stop()
+    arbiter = Arbiter(noop_target, stop=stop, workers=workers, worker_timeout=timeout, grace=2.0)
     try:
-        arbiter.run(lambda: print(f"{READY} pid={os.getpid()}", flush=True))
+        with stop_on_signals(stop):
+            arbiter.run(lambda: print(f"{READY} pid={os.getpid()}", flush=True))
     except RuntimeError as exc:
         logging.error("%s", exc)
         return 2

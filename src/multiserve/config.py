@@ -1,7 +1,7 @@
-"""Server settings: one declaration per setting (name, flag, default, parser, help).
-
-The CLI builds its options from ``SETTINGS`` and ``ServerConfig`` holds the values, so a setting
-is added in exactly one place. Engines read ``ServerConfig`` and ignore what they do not use.
+"""Server settings: each declared once (name, flag, default, validator, help), as gunicorn's
+``config.py`` does. ``ServerConfig`` is generated from the table, the CLI builds its options from
+it, and every entry path (the CLI, ``multiserve.serve(**settings)``, ``ServerConfig(...)``) runs
+the same validators, so a bad value is refused at once with one line naming the setting.
 """
 from __future__ import annotations
 
@@ -11,31 +11,72 @@ import os
 from typing import Any, Callable
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+class SettingError(ValueError):
+    """A setting's value is refused; the message names the setting."""
+
+
+def positive_int(value) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be >= 1, got {number}")
+    return number
+
+
+def non_negative_int(value) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be >= 0, got {number}")
+    return number
+
+
+def port_number(value) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"must be 0..65535, got {number}")
+    return number
+
+
+def seconds(value) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"must be > 0 seconds, got {number}")
+    return number
+
+
+def text(value) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, got {value!r}")
     return value
 
 
-def port_number(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
-    return value
+def one_of(*choices: str) -> Callable[[Any], str]:
+    def check(value) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    return check
 
 
-def seconds(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {value}")
-    return value
+def registered(kind: str, registry_path: str) -> Callable[[Any], str]:
+    """A name from a registry (engines, protocols), looked up when checked, not at import."""
+    def check(value) -> str:
+        import importlib
+
+        module_name, _, attr = registry_path.partition(":")
+        names = getattr(importlib.import_module(module_name), attr)
+        if value not in names:
+            raise ValueError(f"unknown {kind} {value!r}: use one of {', '.join(names)}")
+        return value
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+def optional(validate):
+    return lambda value: None if value is None else validate(value)
+
+
+def flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be True or False, got {value!r}")
     return value
 
 
@@ -44,18 +85,21 @@ class Setting:
     name: str
     flag: str
     default: Any
-    parse: Callable[[str], Any] | None
+    validate: Callable[[Any], Any]
     help: str
-    action: str | None = None
+    action: str | None = None  # argparse's store_true/store_false for on/off flags
 
 
 CORES = os.cpu_count() or 1
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("engine", "--engine", "asyncio", str, "concurrency engine (see `multiserve engines`)"),
-    Setting("service", "--service", "upper", str,
+    Setting("engine", "--engine", "asyncio", registered("engine", "multiserve.engines:ENGINES"),
+            "concurrency engine (see `multiserve engines`)"),
+    Setting("protocol", "--protocol", "line", registered("protocol", "multiserve.protocol:PROTOCOLS"),
+            "wire protocol"),
+    Setting("service", "--service", "upper", text,
             "upper | echo | sleep:MS | cpu:MS | tickets | package.module:Name"),
-    Setting("host", "--host", "127.0.0.1", str, "address to bind"),
+    Setting("host", "--host", "127.0.0.1", text, "address to bind"),
     Setting("port", "--port", 8080, port_number, "port to bind; 0 picks a free one"),
     Setting("max_conns", "--max-conns", 0, non_negative_int,
             "open connections at most; more wait in the backlog (0: no limit beyond the OS's)"),
@@ -63,71 +107,85 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("idle_timeout", "--idle-timeout", 300.0, seconds,
             "close a connection silent this long, or whose replies make no progress this long"),
     Setting("request_timeout", "--request-timeout", 30.0, seconds,
-            "close a connection whose request line is still incomplete this long after its first byte"),
+            "close a connection whose request is still incomplete this long after its first byte"),
     Setting("grace", "--grace", 10.0, seconds, "on SIGTERM/SIGINT, how long in-flight requests may finish"),
-    Setting("threads", "--threads", None, positive_int,
+    Setting("threads", "--threads", None, optional(positive_int),
             "threads in the pool (threadpool: 32; asyncio/hybrid blocking calls: 16)"),
-    # 1024: above Linux's old SOMAXCONN of 128 and gunicorn's default 2048 halved; the kernel caps
-    # it at net.core.somaxconn anyway.
+    # 1024: above Linux's old SOMAXCONN of 128 and half gunicorn's 2048; the kernel caps it at
+    # net.core.somaxconn anyway. socketserver's 5 is what made its servers look slow (issue 10).
     Setting("backlog", "--backlog", 1024, positive_int, "listen backlog"),
-    Setting("log_level", "--log-level", "info", str, "debug | info | warning | error"),
-    Setting("uvloop", "--no-uvloop", True, None, "use the stdlib asyncio loop even if uvloop is installed",
+    Setting("log_level", "--log-level", "info", one_of("debug", "info", "warning", "error"), "log level"),
+    Setting("uvloop", "--no-uvloop", True, flag, "use the stdlib asyncio loop even if uvloop is installed",
             action="store_false"),
-    Setting("store", "--store", None, str, "ticket store URL (tickets service): sqlite:PATH, json:PATH, "
-            "postgresql://..., redis://..."),
+    Setting("store", "--store", None, optional(text), "ticket store URL (tickets service): sqlite:PATH, "
+            "json:PATH, postgresql://..., redis://..."),
     # hybrid engine
     Setting("workers", "--workers", CORES, positive_int, "hybrid: worker processes (default: cores)"),
     Setting("cpu_workers", "--cpu-workers", CORES, non_negative_int,
-            "hybrid: processes for CPU-bound calls (default: cores; 0 runs them on threads)"),
-    Setting("reuse_port", "--reuse-port", False, None, "hybrid: each worker binds its own SO_REUSEPORT socket",
+            "hybrid: processes for CPU-bound calls per worker (default: cores; 0 runs them on threads)"),
+    Setting("reuse_port", "--reuse-port", False, flag, "hybrid: each worker binds its own SO_REUSEPORT socket",
             action="store_true"),
     Setting("worker_timeout", "--worker-timeout", 30.0, seconds,
             "hybrid: kill a worker whose event loop is stuck this long"),
     Setting("max_requests", "--max-requests", 0, non_negative_int,
             "hybrid: recycle a worker after this many requests, with jitter (0: never)"),
 )
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
-@dataclasses.dataclass
-class ServerConfig:
-    """Every server setting with its default. Build one from keyword arguments or from the CLI."""
+def _validate(self) -> None:
+    for s in SETTINGS:
+        value = getattr(self, s.name)
+        try:
+            checked = s.validate(value)
+        except (TypeError, ValueError) as exc:
+            raise SettingError(f"{s.name} ({s.flag}): {exc}") from None
+        object.__setattr__(self, s.name, checked)
 
-    engine: str = "asyncio"
-    service: str = "upper"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_conns: int = 0
-    max_line: int = 65536
-    idle_timeout: float = 300.0
-    request_timeout: float = 30.0
-    grace: float = 10.0
-    threads: int | None = None
-    backlog: int = 1024
-    log_level: str = "info"
-    uvloop: bool = True
-    store: str | None = None
-    workers: int = CORES
-    cpu_workers: int = CORES
-    reuse_port: bool = False
-    worker_timeout: float = 30.0
-    max_requests: int = 0
 
-    def threads_or(self, default: int) -> int:
-        return self.threads if self.threads is not None else default
+def _threads_or(self, default: int) -> int:
+    return self.threads if self.threads is not None else default
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ServerConfig":
-        return cls(**{s.name: getattr(args, s.name) for s in SETTINGS})
+
+ServerConfig = dataclasses.make_dataclass(
+    "ServerConfig",
+    [(s.name, Any, dataclasses.field(default=s.default)) for s in SETTINGS],
+    namespace={
+        "__post_init__": _validate,
+        "threads_or": _threads_or,
+        "__doc__": "Every server setting, validated when made (SettingError names a bad one). "
+                   "Fields and defaults: ``multiserve.config.SETTINGS``.",
+    },
+)
+ServerConfig.__module__ = __name__
+
+
+def make_config(**settings) -> "ServerConfig":
+    """``ServerConfig(**settings)``, with an unknown name refused as a SettingError."""
+    unknown = sorted(set(settings) - set(SETTINGS_BY_NAME))
+    if unknown:
+        raise SettingError(f"unknown setting {unknown[0]!r}: settings are {', '.join(SETTINGS_BY_NAME)}")
+    return ServerConfig(**settings)
+
+
+def config_from_args(args: argparse.Namespace) -> "ServerConfig":
+    return ServerConfig(**{s.name: getattr(args, s.name) for s in SETTINGS})
+
+
+def _argparse_type(validate):
+    def parse(value):
+        try:
+            return validate(value)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     for s in SETTINGS:
+        help_text = f"{s.help} (default: {s.default})"
         if s.action:
-            parser.add_argument(s.flag, dest=s.name, action=s.action, default=s.default, help=s.help)
+            parser.add_argument(s.flag, dest=s.name, action=s.action, default=s.default, help=help_text)
         else:
-            parser.add_argument(s.flag, dest=s.name, type=s.parse, default=s.default, help=s.help)
-
-
-# Keep the dataclass and the table in step: a setting missing from either is a bug.
-assert [s.name for s in SETTINGS] == [f.name for f in dataclasses.fields(ServerConfig)]
-assert all(getattr(ServerConfig, s.name) == s.default for s in SETTINGS)
+            parser.add_argument(s.flag, dest=s.name, type=_argparse_type(s.validate), default=s.default,
+                                help=help_text)

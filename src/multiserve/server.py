@@ -1,20 +1,30 @@
-"""Run one service under one engine: what ``multiserve serve`` and ``multiserve.serve`` do."""
+"""Run one service under one engine: what ``multiserve serve`` and ``multiserve.serve`` do.
+
+This is the one place that installs the stop signals (SIGTERM/SIGINT: ``multiserve.stop``),
+binds the listener, opens the service and prints the ready line; the engine only serves.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import sys
 
-from .config import ServerConfig
+from .config import make_config
 from .engines import engine_class
 from .engines.base import ServeStats
+from .protocol import protocol_factory
 from .services import load_service
+from .session import SessionFactory
 from .sockets import address_of, bind_listener
+from .stop import Stop, stop_on_signals
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
+# Engines whose workers open and close the service themselves, after their fork.
+OPENS_IN_WORKERS = {"hybrid"}
 
 
 def configure_logging(level: str) -> None:
+    """One line per record, naming the process (several serve one port under hybrid)."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s multiserve[%(process)d] %(message)s",
@@ -27,18 +37,27 @@ def ready_line(host: str, port: int, engine: str) -> str:
     return f"multiserve listening on {host}:{port} engine={engine} pid={os.getpid()}"
 
 
-def serve(service=None, *, engine: str = "asyncio", config: ServerConfig | None = None, on_ready=None, **settings) -> ServeStats:
-    """Serve ``service`` (an object, or a spec such as ``"sleep:10"``) until SIGTERM/SIGINT.
+def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, stop: Stop | None = None,
+          **settings) -> ServeStats:
+    """Serve ``service`` (an object, or a spec such as ``"sleep:10"``) until stopped.
 
-    Settings are ServerConfig's fields (``port=8080``, ``max_conns=...``). Prints the ready line
-    to stdout (or calls ``on_ready(host, port)`` instead), drains gracefully on the signal and
-    returns the counts. Raises ValueError for a bad service or engine, OSError if it cannot bind.
+    Settings are ServerConfig's fields (``port=8080``, ``max_conns=...``), validated first: a bad
+    or unknown one raises :class:`~multiserve.config.SettingError` (a ValueError) naming it.
+    Prints the ready line to stdout (or calls ``on_ready(host, port)`` instead). Stops on
+    SIGTERM/SIGINT when called on the main thread, or when ``stop.set()`` is called (pass your
+    own :class:`~multiserve.stop.Stop` to stop it from another thread); then drains gracefully,
+    logs the ``stopped: ...`` summary and returns the counts as a
+    :class:`~multiserve.engines.base.ServeStats` (``connections``, ``requests``, ``errors``).
+    Raises ValueError for a bad service, OSError if it cannot bind.
     """
-    config = config or ServerConfig(engine=engine, **settings)
+    config = config or make_config(engine=engine, **settings)
+    if not logging.getLogger().handlers and not logging.getLogger("multiserve").handlers:
+        configure_logging(config.log_level)  # embedded: the summary line is still printed
     if service is None:
         service = config.service
     if isinstance(service, str):
         service = load_service(service, {"store": config.store})
+    sessions = SessionFactory(service, protocol_factory(config.protocol, config))
     engine_obj = engine_class(config.engine)(config)
     listener = bind_listener(config.host, config.port, config.backlog,
                              reuse_port=config.reuse_port and config.engine == "hybrid")
@@ -50,16 +69,21 @@ def serve(service=None, *, engine: str = "asyncio", config: ServerConfig | None 
         else:
             print(ready_line(host, port, config.engine), flush=True)
 
-    stats = ServeStats()
-    opened = getattr(service, "open", None)
-    if opened is not None and config.engine != "hybrid":  # hybrid opens in each worker
-        opened()
+    own_stop = stop is None
+    stop = stop or Stop()
+    in_workers = config.engine in OPENS_IN_WORKERS
     try:
-        engine_obj.serve(listener, service, ready=ready, stats=stats)
+        if not in_workers:
+            sessions.open_service()
+        try:
+            with stop_on_signals(stop):
+                stats = engine_obj.serve(listener, sessions, ready=ready, stop=stop)
+        finally:
+            listener.close()
+            if not in_workers:
+                sessions.close_service()
     finally:
-        listener.close()
-        closer = getattr(service, "close", None)
-        if closer is not None and config.engine != "hybrid":
-            closer()
+        if own_stop:
+            stop.close()
     log.info("stopped: %s", stats.summary())
     return stats

@@ -1,23 +1,37 @@
-"""The one per-connection handler every engine drives: bytes in, replies out, "close now?".
+"""The one seam between engines and everything above them: a connection's bytes in, replies out.
 
-A :class:`Session` owns the framing state and the service's per-connection object. It never does
-I/O: engines call ``receive`` with the bytes they read, then answer each returned request with
-``handle`` (synchronous, may block) or ``handle_async`` (a coroutine), in order, and write what
-those return. After the lines of a chunk are answered, ``failed`` says the client broke the
-protocol: write ``error`` and close. ``finish`` must be called once when the connection ends.
+An engine never names a protocol or a service. It gets a :class:`SessionFactory` and, per
+accepted connection, calls ``make_session(peer)``; then, for that connection::
+
+    greeting = session.start()         # None, or a final reply (setup() failed): send it, close
+    requests = session.receive(data)   # after every read; [] until a request is complete
+    reply = session.answer(request)    # on the engine's call path, in order (or answer_all,
+                                       # or ``await session.answer_async(request, pools)``)
+    session.error                      # a ProtocolError after a receive: send .reply, close
+    session.pending                    # bytes of a request begun (the request timeout runs)
+    session.keep_alive                 # False: close once the replies are written
+    requests = session.receive_eof()   # the client finished sending
+    session.finish()                   # exactly once, whatever happened
+
+A reply is ``bytes`` or, for a streamed response, an iterable of byte pieces written in order.
+Every call path (inline, thread pool, process pool, coroutine) goes through the same counting,
+the same error wrapping and the same replies: a service that raises, or returns something that
+is not a reply, costs that request the protocol's "service error" reply and one log line (its
+traceback the first time that error is seen), never the connection.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import traceback
 
-from .protocol import LineFramer, error_reply
-from .services.base import Connection, has_async_handle, has_sync_handle
+from .services.base import Connection, has_async_handle, has_sync_handle, overrides
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
-SERVICE_ERROR = error_reply("service error")
 _loops = threading.local()
+# (exception type, file, line) of service errors already logged with their traceback
+_seen_errors: set = set()
 
 
 def run_coroutine_here(coro):
@@ -30,87 +44,240 @@ def run_coroutine_here(coro):
     return runner.run(coro)
 
 
+def call_cpu(service, request):
+    """What a process pool runs (module level, so it pickles): the service without a connection."""
+    return service.handle(request, None)
+
+
+def describe_peer(peer) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
 class CallPlan:
-    """How an engine should call one service: decided once per service, not per request.
+    """How one service is called: decided once per service, not per request.
 
     ``inline``: cheap and non-blocking, call ``handle`` right where the bytes arrived.
     ``blocking``: ``handle`` may block; event-loop engines use a thread pool.
     ``cpu``: CPU-bound; engines with a process pool send it there.
     ``coroutine``: the service offers ``handle_async``; event-loop engines await it.
+    ``split``: the service names CPU-bound requests one by one (``cpu_bound_for``).
     """
+
+    __slots__ = ("sync", "coroutine", "cpu", "inline", "blocking", "split", "cpu_bound_for")
 
     def __init__(self, service):
         self.sync = has_sync_handle(service)
         self.coroutine = has_async_handle(service)
         self.cpu = bool(getattr(service, "cpu_bound", False)) and self.sync
+        self.split = self.sync and overrides(service, "cpu_bound_for")
+        self.cpu_bound_for = service.cpu_bound_for if self.split else None
         self.inline = self.sync and not getattr(service, "blocking", True) and not self.cpu
         self.blocking = self.sync and not self.inline and not self.cpu
 
+    @property
+    def wants_cpu_pool(self) -> bool:
+        return self.cpu or self.split
+
+
+class Pools:
+    """Where an event-loop engine runs the calls that must leave its loop: ``run_in_executor``
+    (the loop's), ``threads`` (an executor for blocking calls) and ``cpu`` (a process pool for
+    CPU-bound calls, or None: they then go to ``threads``)."""
+
+    __slots__ = ("run_in_executor", "threads", "cpu")
+
+    def __init__(self, run_in_executor, threads, cpu=None):
+        self.run_in_executor = run_in_executor
+        self.threads = threads
+        self.cpu = cpu
+
+
+class SessionFactory:
+    """Makes the sessions of one server: the service, its call plan and the protocol, bound once.
+
+    ``make_session(peer)`` is all an engine calls per connection. ``open_service()`` and
+    ``close_service()`` run the service's ``open``/``close`` once per serving process (the
+    hybrid engine calls them in each worker, after the fork).
+    """
+
+    def __init__(self, service, make_protocol):
+        self.service = service
+        self.plan = CallPlan(service)
+        self.make_protocol = make_protocol
+
+    def make_session(self, peer=None) -> "Session":
+        return Session(self.service, self.make_protocol(), peer, self.plan)
+
+    __call__ = make_session
+
+    def open_service(self) -> None:
+        opened = getattr(self.service, "open", None)
+        if opened is not None:
+            opened()
+
+    def close_service(self) -> None:
+        closer = getattr(self.service, "close", None)
+        if closer is not None:
+            closer()
+
 
 class Session:
-    __slots__ = ("service", "framer", "conn", "requests", "_finished", "_sync")
+    """One connection's protocol state and service calls (see the module docstring).
 
-    def __init__(self, service, max_line: int, peer=None, plan: CallPlan | None = None):
+    Not thread-safe: an engine serves a connection on one thread at a time. ``requests`` counts
+    the requests answered; ``errored`` is 1 once the connection met an error worth counting
+    (``log_error``), so every engine adds the same numbers to the summary.
+    """
+
+    __slots__ = ("service", "protocol", "conn", "plan", "requests", "errored", "receive",
+                 "_call", "_passes", "_started", "_finished")
+
+    def __init__(self, service, protocol, peer=None, plan: CallPlan | None = None):
         self.service = service
-        self.framer = LineFramer(max_line)
+        self.protocol = protocol
         self.conn = Connection(peer)
+        self.plan = plan = plan or CallPlan(service)
         self.requests = 0
+        self.errored = 0
+        self.receive = protocol.receive_data  # the hot path: the protocol's own method
+        self._call = service.handle if plan.sync else self._run_coroutine
+        self._passes = protocol.passes_bytes
+        self._started = False
         self._finished = False
-        self._sync = (plan or CallPlan(service)).sync
-        service.setup(self.conn) if hasattr(service, "setup") else None
 
-    # -- framing ---------------------------------------------------------------------------
-    def receive(self, data: bytes) -> list[bytes]:
-        return self.framer.feed(data)
-
-    def eof(self) -> bytes | None:
-        return self.framer.eof()
-
-    @property
-    def failed(self) -> bool:
-        return self.framer.failed
-
-    @property
-    def error(self) -> bytes:
-        return error_reply(str(self.framer.error))
-
-    @property
-    def pending(self) -> int:
-        return self.framer.pending
-
-    # -- calling the service --------------------------------------------------------------
-    def handle(self, request: bytes) -> bytes:
-        """The reply to ``request``, computed on the calling thread (which it may block)."""
-        self.requests += 1
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> bytes | None:
+        """Run the service's ``setup``. Returns None, or the final reply to send before closing
+        when ``setup`` raised (logged, counted as the connection's error)."""
+        setup = getattr(self.service, "setup", None)
         try:
-            if self._sync:
-                return self.service.handle(request, self.conn)
-            return run_coroutine_here(self.service.handle_async(request, self.conn))
+            if setup is not None:
+                setup(self.conn)
         except Exception as exc:
-            return self._service_failed(exc)
-
-    async def handle_async(self, request: bytes) -> bytes:
-        self.requests += 1
-        try:
-            return await self.service.handle_async(request, self.conn)
-        except Exception as exc:
-            return self._service_failed(exc)
-
-    def count_request(self) -> None:
-        """For engines that call the service themselves (thread or process pools)."""
-        self.requests += 1
-
-    def _service_failed(self, exc: Exception) -> bytes:
-        log.error("service error for %s: %s: %s", self.conn.peer, type(exc).__name__, exc)
-        return SERVICE_ERROR
+            self._log_service_error("setup()", exc)
+            self.errored = 1
+            return self.protocol.error_reply("service error")
+        self._started = True
+        return None
 
     def finish(self) -> None:
+        """The connection ended: the service's ``finish`` once (only after a successful setup)."""
         if self._finished:
             return
         self._finished = True
         finish = getattr(self.service, "finish", None)
-        if finish is not None:
+        if finish is not None and self._started:
             try:
                 finish(self.conn)
             except Exception as exc:
-                log.error("service finish() failed for %s: %s: %s", self.conn.peer, type(exc).__name__, exc)
+                self._log_service_error("finish()", exc)
+
+    def log_error(self, reason: str, level: int = logging.INFO) -> None:
+        """The connection ends on an error: one log line, counted once."""
+        self.errored = 1
+        log.log(level, "connection %s: %s", describe_peer(self.conn.peer), reason)
+
+    # -- reading ----------------------------------------------------------------------------
+    def receive_eof(self) -> list:
+        return self.protocol.receive_eof()
+
+    @property
+    def error(self):
+        """None, or the :class:`~multiserve.protocol.ProtocolError` the client's bytes caused."""
+        return self.protocol.error
+
+    @property
+    def pending(self) -> int:
+        return self.protocol.pending
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.protocol.keep_alive
+
+    def error_reply(self, reason: str) -> bytes | None:
+        """What to send before closing for a server-side reason ("idle timeout", ...), or None."""
+        return self.protocol.error_reply(reason)
+
+    def can_answer_inline(self, requests) -> bool:
+        """True if every one of ``requests`` may be answered right where the bytes arrived (an
+        event loop's callback): the service is cheap and none of them is CPU-bound."""
+        plan = self.plan
+        return plan.inline and (plan.cpu_bound_for is None or not any(map(plan.cpu_bound_for, requests)))
+
+    # -- answering --------------------------------------------------------------------------
+    def answer(self, request):
+        """The reply to ``request``, computed on the calling thread (which it may block)."""
+        self.requests += 1
+        try:
+            reply = self._call(request, self.conn)
+        except Exception as exc:
+            return self._service_failed(exc)
+        if self._passes and type(reply) is bytes:
+            return reply
+        return self._send(reply)
+
+    def answer_all(self, requests):
+        """The replies to ``requests``, in order, as one write."""
+        if len(requests) == 1:
+            return self.answer(requests[0])
+        replies = [self.answer(request) for request in requests]
+        if all(type(reply) is bytes for reply in replies):
+            return b"".join(replies)
+        pieces = []
+        for reply in replies:
+            pieces.extend([reply] if type(reply) is bytes else reply)
+        return pieces
+
+    async def answer_async(self, request, pools: Pools):
+        """The reply to ``request`` on an event loop: awaited, or run in ``pools``."""
+        self.requests += 1
+        plan = self.plan
+        try:
+            if plan.cpu or (plan.split and plan.cpu_bound_for(request)):
+                if pools.cpu is not None:
+                    reply = await pools.run_in_executor(pools.cpu, call_cpu, self.service, request)
+                else:
+                    reply = await pools.run_in_executor(pools.threads, self.service.handle, request, self.conn)
+            elif plan.coroutine:
+                reply = await self.service.handle_async(request, self.conn)
+            elif plan.blocking:
+                reply = await pools.run_in_executor(pools.threads, self.service.handle, request, self.conn)
+            else:
+                reply = self.service.handle(request, self.conn)
+        except Exception as exc:
+            return self._service_failed(exc)
+        if self._passes and type(reply) is bytes:
+            return reply
+        return self._send(reply)
+
+    def _send(self, reply):
+        """The protocol's wire form of ``reply``; a reply the protocol cannot send (a ``str``
+        where bytes are due) is the service's error, named by its type."""
+        try:
+            return self.protocol.send(reply)
+        except TypeError as exc:
+            log.error("service handle() for %s returned %s: %s; sent the service error reply",
+                      describe_peer(self.conn.peer), type(reply).__name__, exc)
+            return self.protocol.error_reply("service error")
+
+    def _run_coroutine(self, request, conn):
+        return run_coroutine_here(self.service.handle_async(request, conn))
+
+    def _service_failed(self, exc: Exception) -> bytes:
+        self._log_service_error("handle()", exc)
+        return self.protocol.error_reply("service error")
+
+    def _log_service_error(self, where: str, exc: Exception) -> None:
+        """A user's exception: its traceback once per distinct error (type and raising line),
+        one line after that, so a user can debug their service without a flood."""
+        peer = describe_peer(self.conn.peer)
+        tb = traceback.extract_tb(exc.__traceback__)
+        key = (type(exc), *(tb[-1][:2] if tb else ()))
+        if key in _seen_errors:
+            log.error("service %s failed for %s: %s: %s", where, peer, type(exc).__name__, exc)
+            return
+        _seen_errors.add(key)
+        log.error("service %s failed for %s: %s: %s (traceback shown once)", where, peer,
+                  type(exc).__name__, exc, exc_info=exc)

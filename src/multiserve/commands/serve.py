@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from ..config import ServerConfig, add_server_arguments
+from ..config import add_server_arguments, config_from_args
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
@@ -15,7 +15,12 @@ def add_arguments(parser):
 def run(args) -> int:
     from ..server import configure_logging, serve
 
-    config = ServerConfig.from_args(args)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        configure_logging("info")
+        log.error("%s", exc)
+        return 2
     configure_logging(config.log_level)
     try:
         serve(config=config)

@@ -28,7 +28,7 @@ import sys
 
 from ..engines.loops import new_event_loop
 from ..server import ready_line
-from ..services import load_service
+from ..services import has_async_handle, load_service
 
 # ForkingMixIn blocks in waitpid once 40 children are alive (its default max_children), which
 # would stall any run above 40 connections: raise it past the largest connection count we drive.
@@ -105,7 +105,7 @@ def gevent_streamserver(service, host, port):
 def _answer_async(service):
     """The idiomatic asyncio call of ``service``: await a coroutine, run blocking code on the
     default executor, call cheap code inline."""
-    if callable(getattr(service, "handle_async", None)):
+    if has_async_handle(service):
         return lambda line: service.handle_async(line, None)
     if getattr(service, "blocking", True) or getattr(service, "cpu_bound", False):
         loop = asyncio.get_running_loop()

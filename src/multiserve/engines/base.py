@@ -1,34 +1,44 @@
-"""The Engine interface and the parts every engine shares.
+"""The Engine contract: the one seam for concurrency, as ``process_request`` is socketserver's.
 
-An engine moves bytes and schedules work; it knows nothing of what the bytes mean. It is
-constructed pre-fork from a :class:`~multiserve.config.ServerConfig` (no side effects on the
-process), and ``serve`` does everything process-wide (signal handlers, monkey-patching, event
-loops) in the process that serves:
+An engine moves bytes and schedules work; it never names a protocol or a service. Its caller
+(``multiserve.server.serve``) does::
 
-    engine.serve(listener, service, ready=callback, stats=ServeStats())
+    engine = SomeEngine(config)                 # pre-fork: no side effect on the process
+    stats = engine.serve(listener, sessions, ready=ready, stop=stop)
 
-``serve`` owns the listener's accept loop and returns after a graceful drain (SIGTERM/SIGINT);
-``ready()`` is called once when it accepts. The caller closes the listener.
+What the caller provides, and may rely on:
+
+``listener``
+    a bound, listening socket; the engine accepts on it, the caller closes it afterwards.
+``sessions``
+    a :class:`~multiserve.session.SessionFactory`: ``sessions.make_session(peer)`` per accepted
+    connection; ``sessions.plan`` says which pools the service wants (``wants_cpu_pool``);
+    ``open_service()``/``close_service()`` for engines that serve in forked workers.
+``ready()``
+    to be called once, when the engine accepts.
+``stop``
+    a :class:`~multiserve.stop.Stop`, set on SIGTERM/SIGINT (or by a test). The caller installed
+    the signal handlers; an engine installs none for stopping (an engine that forks makes its own
+    in the child, see ``multiserve.stop``).
+
+What an engine implements: ``serve``, which returns a :class:`ServeStats` after a graceful drain
+(stop accepting, answer what was received, finish in-flight requests within ``config.grace``,
+then cut the rest), and closes every connection it accepted. What it may extend: ``__init__``
+(still side-effect free). The connection life cycle an engine runs is the session's (see
+``multiserve.session``); the timeouts and their replies are ``engines.timeouts``'; the accept
+loop's error handling is ``engines.acceptor``'s.
 """
 from __future__ import annotations
 
-import errno
-import logging
 import socket
 import threading
 import time
 
-log = logging.getLogger("multiserve")
-
 # One recv per wake-up: 64 KiB drains a full loopback segment train without a second call.
 RECV_SIZE = 65536
-# Bytes discarded, and seconds spent, while delivering a final ERR line (see close_with_error).
+# Bytes discarded, and seconds spent, while delivering a final error reply (see close_with_error).
 LINGER_BYTES = 1 << 20
 LINGER_SECONDS = 1.0
-# accept() errors that mean "no file descriptors or kernel memory right now", as trio handles them:
-# back off and keep serving instead of crashing or spinning.
-OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-ACCEPT_BACKOFF_SECONDS = 0.1
 
 
 class Engine:
@@ -39,19 +49,23 @@ class Engine:
     def __init__(self, config):
         self.config = config
 
-    def serve(self, listener: socket.socket, service, *, ready, stats: "ServeStats") -> None:
+    def serve(self, listener: socket.socket, sessions, *, ready, stop) -> "ServeStats":
         raise NotImplementedError
 
 
 class ServeStats:
-    """Counters for the exit summary. Updated once per connection, under a lock (``+=`` on a
-    shared int is not atomic across threads: see ``multiserve lab race``)."""
+    """What a server did: ``connections`` closed, ``requests`` answered, ``errors`` (connections
+    that ended on an error: a protocol error, a timeout, a reset, a failed setup). Updated once
+    per connection, under a lock (``+=`` on a shared int is not atomic across threads: see
+    ``multiserve lab race``)."""
 
-    def __init__(self):
+    __slots__ = ("_lock", "connections", "requests", "errors")
+
+    def __init__(self, connections: int = 0, requests: int = 0, errors: int = 0):
         self._lock = threading.Lock()
-        self.connections = 0
-        self.requests = 0
-        self.errors = 0
+        self.connections = connections
+        self.requests = requests
+        self.errors = errors
 
     def add(self, connections: int = 0, requests: int = 0, errors: int = 0) -> None:
         with self._lock:
@@ -59,33 +73,26 @@ class ServeStats:
             self.requests += requests
             self.errors += errors
 
+    def add_session(self, session) -> None:
+        """One connection ended: its requests, and whether it ended on an error."""
+        self.add(1, session.requests, session.errored)
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return self.connections, self.requests, self.errors
+
     def summary(self) -> str:
         return f"connections={self.connections} requests={self.requests} errors={self.errors}"
 
+    def __repr__(self) -> str:
+        return f"ServeStats({self.summary().replace(' ', ', ')})"
 
-class AcceptErrorLog:
-    """Logs an out-of-resources accept error once per episode, not once per retry."""
-
-    def __init__(self):
-        self.in_episode = False
-
-    def failed(self, exc: OSError) -> bool:
-        """True if ``exc`` is an out-of-resources error the caller should back off from."""
-        if exc.errno not in OUT_OF_RESOURCES:
-            return False
-        if not self.in_episode:
-            self.in_episode = True
-            log.warning("accept failed: %s; backing off and serving open connections", exc.strerror)
-        return True
-
-    def succeeded(self) -> None:
-        if self.in_episode:
-            self.in_episode = False
-            log.info("accept works again")
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ServeStats) and self.as_tuple() == other.as_tuple()
 
 
-def close_with_error(sock: socket.socket, reply: bytes) -> None:
-    """Deliver ``reply`` (an ERR line) and close so that the client really receives it.
+def close_with_error(sock: socket.socket, reply: bytes | None) -> None:
+    """Deliver ``reply`` (a final error reply; None: nothing to say) and close so that the
+    client really receives it.
 
     Closing a socket that still has unread input makes the kernel send a reset, which can destroy
     the reply in flight; so: send, shut down our sending side, then discard what the client still
@@ -93,7 +100,8 @@ def close_with_error(sock: socket.socket, reply: bytes) -> None:
     """
     try:
         sock.settimeout(LINGER_SECONDS)
-        sock.sendall(reply)
+        if reply:
+            sock.sendall(reply)
         sock.shutdown(socket.SHUT_WR)
         deadline = time.monotonic() + LINGER_SECONDS
         discarded = 0
@@ -112,7 +120,21 @@ def close_with_error(sock: socket.socket, reply: bytes) -> None:
         sock.close()
 
 
-def describe_peer(peer) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer)
+def send_reply(sendall, reply) -> None:
+    """Write one reply (``bytes``, or an iterable of byte pieces) with a blocking ``sendall``."""
+    if type(reply) is bytes:
+        sendall(reply)
+    else:
+        for piece in reply:
+            sendall(piece)
+
+
+def describe_error(exc: OSError) -> str:
+    """The one log line's text for a connection's I/O error."""
+    if isinstance(exc, (BlockingIOError, TimeoutError)):
+        return "send made no progress (client not reading); closed"
+    if isinstance(exc, ConnectionResetError):
+        return "reset by client"
+    if isinstance(exc, BrokenPipeError):
+        return "client went away mid-write"
+    return exc.strerror or f"{type(exc).__name__}: {exc}"

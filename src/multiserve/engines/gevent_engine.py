@@ -1,20 +1,26 @@
-"""``gevent``: a greenlet per connection, on the same blocking loop as the thread engines.
+"""``gevent``: a greenlet per connection, on the same blocking loop as the thread engine.
 
 This is the only module that imports gevent. Monkey-patching is process-wide, so it happens only
 in the process that runs this engine: ``python -m multiserve``/the ``multiserve`` script patch
 first thing when ``--engine gevent`` is on the command line (before threading or socket are
 imported there), and ``serve`` patches again (a no-op then) for embedders.
+
+Timeouts: a socket timeout would start and stop a timer on every wait (measured: a quarter of
+gevent's throughput), so a watchdog greenlet owns the idle timeout instead, raising
+:class:`IdleTimeout` into a connection idle in ``recv`` (or stuck in a send) for too long; only a
+partial request switches that connection to a socket timeout.
 """
 from __future__ import annotations
 
 import logging
-import signal
 import time
 
-from .base import AcceptErrorLog, Engine
-from .blocking import ConnectionLoop, Connections, drain, watch_idle, watchdog_period
+from .acceptor import ACCEPT_BACKOFF_SECONDS, AcceptErrorLog
+from .base import Engine, ServeStats
+from .channels import Channel, Channels
+from .connection_loop import ConnectionLoop
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 
 def patch() -> None:
@@ -27,25 +33,71 @@ def patch() -> None:
         monkey.patch_all()
 
 
+class IdleTimeout(TimeoutError):
+    """Raised into a connection by the watchdog when its wait is too long."""
+
+
+class WatchdogTimeouts:
+    """ConnectionLoop's timeouts under gevent: the watchdog times idle waits and sends (from
+    ``last_active``, read once per reply, never per receive); a partial request is timed by a
+    socket timeout."""
+
+    def __init__(self, current):
+        self.current = current
+
+    def opened(self, sock, channel: Channel) -> None:
+        sock.settimeout(None)
+        channel.owner = self.current()
+        channel.watched = True
+
+    def request_begun(self, sock, channel: Channel, left: float) -> None:
+        channel.watched = False
+        sock.settimeout(max(left, 0.001))
+
+    def request_done(self, sock, channel: Channel) -> None:
+        channel.watched = True
+        sock.settimeout(None)
+
+    def sender(self, sock, channel: Channel):
+        def send(data: bytes) -> None:
+            channel.sending = True
+            channel.last_active = time.monotonic()
+            try:
+                sock.sendall(data)
+            finally:
+                channel.sending = False
+        return send
+
+
+def watch_idle(channels: Channels, idle_timeout: float, now: float, raise_in) -> None:
+    """One watchdog pass: raise IdleTimeout into each connection waiting longer than the idle
+    timeout in ``recv`` or in a send (``raise_in(owner, exc_type)``)."""
+    for channel in channels.snapshot():
+        if channel.watched and (channel.idle or channel.sending) and now - channel.last_active >= idle_timeout:
+            channel.watched = False  # once
+            raise_in(channel.owner, IdleTimeout)
+
+
+def watchdog_period(idle_timeout: float) -> float:
+    """A quarter of the timeout, at most a second: a timeout fires at most 25% late."""
+    return min(1.0, idle_timeout / 4)
+
+
 class GeventEngine(Engine):
     name = "gevent"
 
-    def serve(self, listener, service, *, ready, stats):
+    def serve(self, listener, sessions, *, ready, stop):
         patch()
         import gevent
-        import gevent.event
         import gevent.lock
         import gevent.socket
 
         if not isinstance(listener, gevent.socket.socket):  # made before patching (embedding)
             listener = gevent.socket.socket(listener.family, listener.type, fileno=listener.detach())
-        stop = gevent.event.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(signum, stop.set)  # runs in the hub, not in a signal context
-        connections = Connections()
-        serve_connection = ConnectionLoop(service, self.config, stats, connections, kernel_timeouts=False,
-                                          current=gevent.getcurrent)
-        slots = gevent.lock.BoundedSemaphore(self.config.max_conns) if self.config.max_conns else None
+        config = self.config
+        stats, channels = ServeStats(), Channels()
+        serve_connection = ConnectionLoop(sessions, config, stats, channels, WatchdogTimeouts(gevent.getcurrent))
+        slots = gevent.lock.BoundedSemaphore(config.max_conns) if config.max_conns else None
 
         def run(sock, peer):
             try:
@@ -65,7 +117,7 @@ class GeventEngine(Engine):
                     if slots is not None:
                         slots.release()
                     if errors.failed(exc):
-                        gevent.sleep(0.1)
+                        gevent.sleep(ACCEPT_BACKOFF_SECONDS)
                         continue
                     if isinstance(exc, ConnectionAbortedError):
                         continue
@@ -74,16 +126,19 @@ class GeventEngine(Engine):
                 gevent.spawn(run, sock, peer)
 
         def watchdog():
-            idle, period = self.config.idle_timeout, watchdog_period(self.config.idle_timeout)
+            idle, period = config.idle_timeout, watchdog_period(config.idle_timeout)
             raise_in = lambda owner, exc: owner.kill(exc, block=False)  # noqa: E731
             while True:
                 gevent.sleep(period)
-                watch_idle(connections, idle, time.monotonic(), raise_in)
+                watch_idle(channels, idle, time.monotonic(), raise_in)
 
         acceptor = gevent.spawn(accept_forever)
         watcher = gevent.spawn(watchdog)
         ready()
-        stop.wait()
+        while not stop.is_set():  # the stop's pipe wakes the hub, signals included
+            gevent.socket.wait_read(stop.fileno())
+            stop.drain()
         acceptor.kill()
         watcher.kill()
-        drain(connections, self.config.grace)
+        channels.drain(config.grace)
+        return stats

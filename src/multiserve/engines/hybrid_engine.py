@@ -2,7 +2,7 @@
 
 A supervisor (:class:`~multiserve.supervisor.Arbiter`) forks ``--workers`` workers and keeps them
 alive (replaces the dead and the stuck, reloads on SIGHUP, drains on SIGTERM). Each worker runs
-the asyncio engine's :func:`~.asyncio_engine.serve_forever` on its own loop (uvloop when
+the asyncio engine's :class:`~.asyncio_engine.LoopServer` on its own loop (uvloop when
 installed): blocking calls go to its thread pool (``--threads``), CPU-bound ones to its own
 process pool (``--cpu-workers`` processes per worker), so the loop keeps answering light requests
 while heavy ones run.
@@ -35,14 +35,14 @@ import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from ..session import CallPlan
 from ..sockets import address_of, bind_listener
+from ..stop import Stop, stop_on_signals
 from ..supervisor import BOOT_ERROR, Arbiter
-from .asyncio_engine import ServerState, serve_forever
+from .asyncio_engine import LoopServer, loop_stop_event
 from .base import Engine, ServeStats
 from .loops import loop_name, new_event_loop
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 # --max-requests jitter: up to a tenth more, so workers started together do not all recycle at
 # once (gunicorn leaves the amount to --max-requests-jitter; a tenth is our default).
@@ -65,17 +65,17 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 class HybridEngine(Engine):
     name = "hybrid"
 
-    def serve(self, listener, service, *, ready, stats):
+    def serve(self, listener, sessions, *, ready, stop):
         config = self.config
         reserved = None
         if config.reuse_port:
             host, port = address_of(listener)
             reserved = reserve_port(host, port)
             listener.close()  # it listens, and nobody would accept what the kernel queued on it
-            worker = HybridWorker(config, service, None, (host, port), reserved)
+            worker = HybridWorker(config, sessions, None, (host, port), reserved)
         else:
-            worker = HybridWorker(config, service, listener, None, None)
-        arbiter = Arbiter(worker.run, workers=config.workers, worker_timeout=config.worker_timeout,
+            worker = HybridWorker(config, sessions, listener, None, None)
+        arbiter = Arbiter(worker.run, stop=stop, workers=config.workers, worker_timeout=config.worker_timeout,
                           grace=config.grace)
         # As the process engine does: what the supervisor made so far is out of the collector's
         # reach, so a worker's collections do not write to (and so copy) the pages it shares.
@@ -83,9 +83,9 @@ class HybridEngine(Engine):
         try:
             arbiter.run(ready)
         finally:
-            stats.add(*arbiter.totals)
             if reserved is not None:
                 reserved.close()
+        return ServeStats(*arbiter.totals)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -102,9 +102,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class HybridWorker:
     """One worker process: built in the supervisor, ``run(context)`` runs in the forked child."""
 
-    def __init__(self, config, service, listener, address, reserved):
+    def __init__(self, config, sessions, listener, address, reserved):
         self.config = config
-        self.service = service
+        self.sessions = sessions
         self.listener = listener  # shared; None with --reuse-port
         self.address = address  # (host, port) each --reuse-port worker binds
         self.reserved = reserved
@@ -118,25 +118,23 @@ class HybridWorker:
             listener = self.listener
             if listener is None:
                 listener = bind_listener(self.address[0], self.address[1], config.backlog, reuse_port=True)
-            opened = getattr(self.service, "open", None)
-            if opened is not None:
-                opened()
+            self.sessions.open_service()
         except Exception as exc:
             log.error("worker %d cannot start: %s: %s", os.getpid(), type(exc).__name__, exc)
             return BOOT_ERROR
         stats = ServeStats()
         loop = new_event_loop(config.uvloop)
         asyncio.set_event_loop(loop)
+        stop = Stop()
         try:
-            loop.run_until_complete(self._serve(context, listener, pool, stats))
+            with stop_on_signals(stop):
+                stats = loop.run_until_complete(self._serve(context, listener, pool, stop))
         finally:
             loop.close()
             listener.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-            closer = getattr(self.service, "close", None)
-            if closer is not None:
-                closer()
+            self.sessions.close_service()
             context.slot.publish(stats)
         log.info("worker %d stopped: %s", os.getpid(), stats.summary())
         return 0
@@ -147,8 +145,7 @@ class HybridWorker:
         With the "fork" start method the first ``submit`` starts every process at once, before
         this worker has any thread (forking a threaded process can copy a held lock).
         """
-        wanted = CallPlan(self.service).cpu or hasattr(self.service, "cpu_bound_for")
-        if not (wanted and self.config.cpu_workers > 0):
+        if not (self.sessions.plan.wants_cpu_pool and self.config.cpu_workers > 0):
             return None
         inherited = [self.listener] if self.listener is not None else []  # "fork": passed as is
         pool = ProcessPoolExecutor(self.config.cpu_workers, mp_context=multiprocessing.get_context("fork"),
@@ -156,28 +153,30 @@ class HybridWorker:
         pool.submit(int).result()
         return pool
 
-    async def _serve(self, context, listener, pool, stats) -> None:
+    async def _serve(self, context, listener, pool, stop) -> ServeStats:
         config = self.config
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        budget = RequestBudget(config.max_requests, context.slot) if config.max_requests else None
-        state = ServerState(self.service, config, stats, cpu_executor=pool, on_request=budget)
         shared = self.listener is not None
-        if shared or config.max_conns:
-            state.admission = Admission(context, state, config.max_conns, shared_socket=shared)
-        if not shared:  # our own SO_REUSEPORT socket: leave the group right after the last accept
-            state.on_last_accept = listener.close
+        budget = RequestBudget(config.max_requests, context.slot) if config.max_requests else None
+        admission = Admission(context, config.max_conns, shared_socket=shared, budget=budget) \
+            if shared or config.max_conns or budget else None
+        server = LoopServer(listener, self.sessions, config, cpu_pool=pool, admission=admission,
+                            on_request=budget,
+                            # our own SO_REUSEPORT socket: leave the group right after the last accept
+                            on_last_accept=None if shared else listener.close)
+        if admission is not None:
+            admission.server = server
+        if budget is not None:
+            budget.server = server
         slot = context.slot
 
         def beat():
             slot.beat_now()
-            slot.publish(stats)
-            slot.open = len(state.connections)  # fresh even when no accept asked (a close)
+            slot.publish(server.stats)
+            slot.open = len(server.channels)  # fresh even when no accept asked (a close)
             if context.supervisor_gone():
                 log.warning("worker %d: supervisor %d is gone: stopping", os.getpid(), context.supervisor_pid)
-                stop.set()
+                stop.set("supervisor gone")
             loop.call_later(context.heartbeat_interval, beat)
 
         def ready():
@@ -185,26 +184,37 @@ class HybridWorker:
             log.info("worker %d accepts (%s loop)", os.getpid(), loop_name(loop))
 
         beat()
-        await serve_forever(listener, state, stop, ready=ready)
+        return await server.serve(loop_stop_event(loop, stop), ready=ready)
 
 
 class RequestBudget:
-    """``on_request`` for ``--max-requests``: asks the supervisor, once, for a successor."""
+    """``on_request`` for ``--max-requests``: once the budget is spent, the worker asks the
+    supervisor for a successor, accepts no more connections, and closes each of its connections
+    as soon as its in-flight request is answered, so it exits within about ``--grace`` instead of
+    serving its persistent clients on (they reconnect to the other workers or the successor)."""
 
     def __init__(self, limit: int, slot):
         self.slot = slot
         self.left = limit + random.randint(0, int(limit * JITTER_FRACTION))
         self.limit = self.left
+        self.server = None  # the worker's LoopServer, set once made
+
+    @property
+    def spent(self) -> bool:
+        return self.left <= 0
 
     def __call__(self, n: int) -> None:
         self.left -= n
         if self.left <= 0 and not self.slot.recycle:
             self.slot.recycle = 1
-            log.info("worker %d served %d requests (--max-requests): asking to be replaced", os.getpid(), self.limit)
+            log.info("worker %d served %d requests (--max-requests): asking to be replaced, "
+                     "closing each connection after its reply", os.getpid(), self.limit)
+            if self.server is not None:
+                self.server.retire_connections()
 
 
 class Admission:
-    """``ServerState.admission`` of a worker: when may it accept one more connection?
+    """``LoopServer.admission`` of a worker: when may it accept one more connection?
 
     * ``--max-conns`` counts every worker's connections (the module docstring says how exactly).
     * Balance, on the shared socket: every worker's loop wakes for a new connection, but the one
@@ -213,25 +223,28 @@ class Admission:
       the least-loaded live worker (one whose loop beat within two heartbeats) leaves the next
       ones to it.
     * Hand-off, on the shared socket: once draining while other workers keep serving
-      (``slot.handoff``), accept nothing more, so the backlog goes to the workers that stay.
+      (``slot.handoff``), or once its ``--max-requests`` budget is spent, accept nothing more, so
+      the backlog goes to the workers that stay.
 
-    A refusal stops the worker's accepting (serve_forever's ``start_listening``/``stop_listening``);
-    it looks again ADMISSION_RETRY (limit) or BALANCE_RETRY (balance) later, as no other process
-    can wake it.
+    A refusal stops the worker's accepting (``LoopServer.stop_listening``); it looks again
+    ADMISSION_RETRY (limit) or BALANCE_RETRY (balance) later, as no other process can wake it.
     """
 
-    def __init__(self, context, state: ServerState, max_conns: int, shared_socket: bool):
+    def __init__(self, context, max_conns: int, shared_socket: bool, budget=None):
         self.context = context
-        self.state = state
+        self.server = None  # the worker's LoopServer, set once made
         self.max_conns = max_conns
         self.balance = shared_socket
+        self.budget = budget
         self.retry_armed = False
 
     def __call__(self, open_here: int) -> bool:
         context = self.context
         context.slot.open = open_here
-        if self.state.stopping:
+        if self.server.stopping:
             return not (self.balance and context.slot.handoff) and self._under_limit(open_here)
+        if self.balance and self.budget is not None and self.budget.spent:
+            return False  # the supervisor's successor (or the other workers) take new clients
         if not self._under_limit(open_here):
             return self._later(ADMISSION_RETRY)
         if self.balance:
@@ -249,13 +262,13 @@ class Admission:
     def _later(self, delay: float) -> bool:
         if not self.retry_armed:
             self.retry_armed = True
-            self.state.loop.call_later(delay, self._retry)
+            self.server.loop.call_later(delay, self._retry)
         return False
 
     def _retry(self) -> None:
         self.retry_armed = False
-        if not self.state.stopping and self.state.on_close is not None:
-            self.state.on_close()  # serve_forever's start_listening: it asks us again
+        if not self.server.stopping:
+            self.server.start_listening()  # it asks us again
 
 
 def _cpu_process_init(inherited_sockets) -> None:

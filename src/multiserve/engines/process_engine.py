@@ -2,7 +2,7 @@
 
 The parent accepts and forks; the child closes the listener, serves its one client and exits.
 Children are reaped as SIGCHLD arrives (no zombies), counted against ``--max-conns``, and on
-SIGTERM the parent forwards SIGTERM, waits up to ``--grace`` for them to finish their in-flight
+stop the parent forwards SIGTERM, waits up to ``--grace`` for them to finish their in-flight
 requests, then SIGKILLs what is left. Children add their counts to a shared-memory array so the
 parent's exit summary covers them.
 """
@@ -15,10 +15,13 @@ import os
 import signal
 import time
 
-from .base import Engine
-from .blocking import Acceptor, ConnectionLoop, Connections
+from ..stop import Stop, stop_on_signals
+from .acceptor import Acceptor
+from .base import Engine, ServeStats
+from .channels import Channels
+from .connection_loop import ConnectionLoop, KernelTimeouts
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 
 class SharedCounts:
@@ -34,14 +37,17 @@ class SharedCounts:
             self.array[1] += requests
             self.array[2] += errors
 
+    def add_session(self, session) -> None:
+        self.add(1, session.requests, session.errored)
+
 
 class ProcessEngine(Engine):
     name = "process"
 
-    def serve(self, listener, service, *, ready, stats):
+    def serve(self, listener, sessions, *, ready, stop):
         counts = SharedCounts()
         children: set[int] = set()
-        acceptor = Acceptor(listener, self.config.max_conns, extra_signals=(signal.SIGCHLD,))
+        acceptor = Acceptor(listener, self.config.max_conns, stop)
 
         def reap():
             while children:
@@ -61,10 +67,12 @@ class ProcessEngine(Engine):
         def start(sock, peer):
             pid = os.fork()
             if pid == 0:
-                self._child(listener, acceptor, sock, peer, service, counts)
+                self._child(listener, acceptor, stop, sock, peer, sessions, counts)
             children.add(pid)
             sock.close()
 
+        # SIGCHLD is this engine's own mechanism, not a stop: its handler only wakes the loop.
+        old_chld = signal.signal(signal.SIGCHLD, lambda signum, frame: acceptor.wake())
         # Move every object made so far out of the collector's reach, so that a child's garbage
         # collections do not write to (and so copy) the pages it shares with us.
         gc.freeze()
@@ -73,33 +81,28 @@ class ProcessEngine(Engine):
             acceptor.run(start, on_wake=reap)
         finally:
             self._drain(children, reap)
+            signal.signal(signal.SIGCHLD, old_chld)
             acceptor.close()
-            stats.add(*counts.array)
+        return ServeStats(*counts.array)
 
-    def _child(self, listener, acceptor, sock, peer, service, counts) -> None:
+    def _child(self, listener, acceptor, parent_stop, sock, peer, sessions, counts) -> None:
         """Runs in the forked child; never returns."""
         code = 0
         try:
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGCHLD, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)  # the parent's stop pipe, closed below
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
             listener.close()
-            os.close(acceptor.wake_r)
-            os.close(acceptor.wake_w)
-            connections = Connections()
-
-            def on_stop(signum, frame):
-                # The child's only loop is its connection, blocked in recv: waking it is the
-                # whole of the stop, so the handler does it. It runs on this same thread between
-                # bytecodes, hence no lock (the set cannot change under it).
-                connections.stopping = True
-                for track in connections.tracks_unlocked():
-                    if track.idle:
-                        connections.shutdown_read(track)
-
-            signal.signal(signal.SIGTERM, on_stop)
-            signal.signal(signal.SIGINT, on_stop)
-            ConnectionLoop(service, self.config, counts, connections, kernel_timeouts=True)(sock, peer)
+            acceptor.close()
+            parent_stop.close()
+            stop, channels = Stop(), Channels()
+            # The child's only loop is its connection, blocked in recv: waking it is the whole
+            # of the stop. The callback runs on this same thread between bytecodes (the signal
+            # handler), so Channels.stop takes no lock.
+            stop.add_callback(channels.stop)
+            with stop_on_signals(stop):
+                ConnectionLoop(sessions, self.config, counts, channels,
+                               KernelTimeouts(self.config.idle_timeout))(sock, peer)
         except BaseException as exc:  # never let a child fall back into the parent's loop
             code = 1
             log.error("connection process: %s: %s", type(exc).__name__, exc)

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import threading
 
-from .base import Engine
-from .blocking import Acceptor, ConnectionLoop, Connections, drain
+from .acceptor import Acceptor
+from .base import Engine, ServeStats
+from .channels import Channels
+from .connection_loop import ConnectionLoop, KernelTimeouts
 
 
 class ThreadEngine(Engine):
     name = "thread"
 
-    def serve(self, listener, service, *, ready, stats):
-        connections = Connections()
-        serve_connection = ConnectionLoop(service, self.config, stats, connections, kernel_timeouts=True)
-        acceptor = Acceptor(listener, self.config.max_conns)
+    def serve(self, listener, sessions, *, ready, stop):
+        stats, channels = ServeStats(), Channels()
+        serve_connection = ConnectionLoop(sessions, self.config, stats, channels,
+                                          KernelTimeouts(self.config.idle_timeout))
+        acceptor = Acceptor(listener, self.config.max_conns, stop)
 
         def run(sock, peer):
             try:
@@ -28,5 +31,6 @@ class ThreadEngine(Engine):
         try:
             acceptor.run(start)
         finally:
-            drain(connections, self.config.grace)
+            channels.drain(self.config.grace)
             acceptor.close()
+        return stats

@@ -20,33 +20,29 @@ from __future__ import annotations
 import logging
 import select
 import socket
-import struct
 import threading
 import time
 
-from ..protocol import error_reply
-from ..session import CallPlan, Session
-from .base import RECV_SIZE, Engine, close_with_error, describe_peer
-from .blocking import Acceptor, describe_error
+from . import timeouts as deadlines
+from .acceptor import Acceptor
+from .base import RECV_SIZE, Engine, ServeStats, close_with_error, describe_error, send_reply
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 # 32: concurrent.futures' own default is min(32, cores + 4); we take its ceiling.
 DEFAULT_THREADS = 32
-IDLE_TIMEOUT = error_reply("idle timeout")
-REQUEST_TIMEOUT = error_reply("request timeout")
 # 16 reads of 64 KiB: a flooding client gets at most 1 MiB per turn before the others.
 BATCHES_PER_TURN = 16
 ARM = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 HANGUP = select.EPOLLRDHUP | select.EPOLLHUP
 
 
-class Conn:
+class Channel:
     """One connection. ``armed``: waiting in the epoll set (no thread has it); guarded by ``lock``
     against the sweeper, which may only close armed connections. ``more``: an edge came while a
     thread had it."""
 
-    __slots__ = ("sock", "fd", "session", "last_active", "request_started", "armed", "more", "lock", "closed", "error")
+    __slots__ = ("sock", "fd", "session", "last_active", "request_started", "armed", "more", "lock", "closed")
 
     def __init__(self, sock, session):
         self.sock = sock
@@ -58,101 +54,99 @@ class Conn:
         self.more = False
         self.lock = threading.Lock()
         self.closed = False
-        self.error = 0
 
 
 class ThreadPoolEngine(Engine):
     name = "threadpool"
 
-    def serve(self, listener, service, *, ready, stats):
+    def serve(self, listener, sessions, *, ready, stop):
         config = self.config
-        self.service, self.plan, self.stats = service, CallPlan(service), stats
+        self.sessions, self.stats = sessions, ServeStats()
         self.epoll = select.epoll()
-        self.conns: dict[int, Conn] = {}
+        self.channels: dict[int, Channel] = {}
         self.stopping = False
         self.done = False
         self.emptied = threading.Condition()
-        self.acceptor = acceptor = Acceptor(listener, config.max_conns)
-        self.period = min(1.0, config.idle_timeout / 4, config.request_timeout / 4)
+        self.acceptor = acceptor = Acceptor(listener, config.max_conns, stop)
+        self.period = deadlines.sweep_period(config)
         threads = [threading.Thread(target=self._follow, name=f"pool-{i}", daemon=True)
                    for i in range(config.threads_or(DEFAULT_THREADS))]
         for t in threads:
             t.start()
         ready()
         try:
-            acceptor.run(self._adopt, tick=self._sweep, period=self.period)
+            acceptor.run(self._accept, tick=self._sweep, period=self.period)
         finally:
             self._drain()
             acceptor.close()
             self.epoll.close()
+        return self.stats
 
     # -- main thread -------------------------------------------------------------------------
-    def _adopt(self, sock, peer) -> None:
-        idle = self.config.idle_timeout
+    def _accept(self, sock, peer) -> None:
+        session = self.sessions.make_session(peer)
         try:
             sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sec = int(idle)  # a send that makes no progress this long fails (client not reading)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, int((idle - sec) * 1e6)))
-            conn = Conn(sock, Session(self.service, self.config.max_line, peer, self.plan))
-        except Exception as exc:
-            log.error("connection %s: setup failed: %s: %s", describe_peer(peer), type(exc).__name__, exc)
-            sock.close()
-            self.acceptor.released()
+            # a send that makes no progress this long fails (client not reading)
+            deadlines.set_kernel_timeouts(sock, send=self.config.idle_timeout)
+        except OSError as exc:
+            session.log_error(describe_error(exc))
+            greeting = b""
+        else:
+            greeting = session.start()
+        channel = Channel(sock, session)
+        if greeting is not None:
+            self.channels[channel.fd] = channel
+            threading.Thread(target=self._close, args=(channel, greeting), daemon=True).start()
             return
-        self.conns[conn.fd] = conn
-        conn.armed = True
-        self.epoll.register(conn.fd, ARM)
+        self.channels[channel.fd] = channel
+        channel.armed = True
+        self.epoll.register(channel.fd, ARM)
 
     def _sweep(self) -> None:
-        """Close armed connections past a deadline; the linger of the ERR line runs off-thread."""
+        """Close armed connections past a deadline; the linger of the error reply runs off-thread."""
         now = time.monotonic()
-        config = self.config
-        for conn in list(self.conns.values()):
-            if conn.request_started is not None and now >= conn.request_started + config.request_timeout:
-                reply, why = REQUEST_TIMEOUT, "request timeout"
-            elif now >= conn.last_active + config.idle_timeout:
-                reply, why = IDLE_TIMEOUT, "idle timeout"
-            else:
-                continue
-            if self._disarm(conn):
-                log.info("connection %s: %s", describe_peer(conn.session.conn.peer), why)
-                conn.error = 1
-                threading.Thread(target=self._close, args=(conn, reply), daemon=True).start()
+        for channel in list(self.channels.values()):
+            reason = deadlines.expired(self.config, now, channel.last_active, channel.request_started)
+            if reason is not None and self._disarm(channel):
+                channel.session.log_error(reason)
+                reply = channel.session.error_reply(reason)
+                threading.Thread(target=self._close, args=(channel, reply), daemon=True).start()
 
-    def _disarm(self, conn: Conn) -> bool:
+    def _disarm(self, channel: Channel) -> bool:
         """Take an armed connection out of the epoll set; False if a thread has it."""
-        with conn.lock:
-            if not conn.armed:
+        with channel.lock:
+            if not channel.armed:
                 return False
-            conn.armed = False
+            channel.armed = False
         try:
-            self.epoll.unregister(conn.fd)
+            self.epoll.unregister(channel.fd)
         except OSError:
             pass
         return True
 
     def _drain(self) -> None:
         self.stopping = True
-        for conn in list(self.conns.values()):
-            if self._disarm(conn):  # idle: answer what it already sent, then close
-                self._answer_buffered(conn)
-                self._close(conn)
+        for channel in list(self.channels.values()):
+            if self._disarm(channel):  # idle: answer what it already sent, then close
+                self._answer_buffered(channel)
+                self._close(channel)
         with self.emptied:
-            if not self.emptied.wait_for(lambda: not self.conns, self.config.grace):
+            if not self.emptied.wait_for(lambda: not self.channels, self.config.grace):
                 log.warning("grace period of %.1fs over: closed %d connections still busy",
-                            self.config.grace, len(self.conns))
-                for conn in list(self.conns.values()):
+                            self.config.grace, len(self.channels))
+                for channel in list(self.channels.values()):
                     try:
-                        conn.sock.shutdown(socket.SHUT_RDWR)
+                        channel.sock.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
-                self.emptied.wait_for(lambda: not self.conns, 1.0)
+                self.emptied.wait_for(lambda: not self.channels, 1.0)
         self.done = True
 
     # -- pool threads ------------------------------------------------------------------------
     def _follow(self) -> None:
-        poll, conns = self.epoll.poll, self.conns
+        poll, channels = self.epoll.poll, self.channels
         while not self.done:
             try:
                 events = poll(self.period, 1)
@@ -161,17 +155,17 @@ class ThreadPoolEngine(Engine):
                     return
                 continue
             for fd, mask in events:
-                conn = conns.get(fd)
-                if conn is None:
+                channel = channels.get(fd)
+                if channel is None:
                     continue
-                with conn.lock:
-                    if not conn.armed:  # a thread has it (or the sweeper): it reads again
-                        conn.more = True
+                with channel.lock:
+                    if not channel.armed:  # a thread has it (or the sweeper): it reads again
+                        channel.more = True
                         continue
-                    conn.armed = False
-                self._serve_ready(conn, mask & HANGUP)
+                    channel.armed = False
+                self._serve_ready(channel, mask & HANGUP)
 
-    def _serve_ready(self, conn: Conn, hangup: int) -> None:
+    def _serve_ready(self, channel: Channel, hangup: int) -> None:
         """Answer what the client sent, then hand it back (or close it).
 
         A client with more waiting (pipelining, a flood) keeps its thread for up to
@@ -179,113 +173,103 @@ class ThreadPoolEngine(Engine):
         all of them in turn; the bound keeps the pool fair to everyone else.
         """
         for _ in range(BATCHES_PER_TURN):
-            if not self._serve_batch(conn, hangup):
+            if not self._serve_batch(channel, hangup):
                 return
-        self._rearm(conn)  # data may be left, and no new edge will say so: re-evaluate
+        self._rearm(channel)  # data may be left, and no new edge will say so: re-evaluate
 
-    def _serve_batch(self, conn: Conn, hangup: int) -> bool:
+    def _serve_batch(self, channel: Channel, hangup: int) -> bool:
         """One read and its replies. True if the client may have sent more right away.
 
         ``hangup``: the edge that woke us also carried the client's FIN, so a short read did not
         empty the socket: the end of file is still to read, and no new edge will announce it."""
-        sock, session = conn.sock, conn.session
+        sock, session = channel.sock, channel.session
         try:
             data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return self._release(conn)
-        except OSError as exc:
-            conn.error = 1
-            log.info("connection %s: %s", describe_peer(session.conn.peer), describe_error(exc))
-            self._close(conn)
-            return False
-        try:
             if not data:
-                last = session.eof()
-                if last is not None and not self.stopping:
-                    sock.sendall(session.handle(last))
-                self._close(conn)
+                last = session.receive_eof()
+                if last and not self.stopping:
+                    send_reply(sock.sendall, session.answer_all(last))
+                self._close(channel)
                 return False
-            lines = session.receive(data)
-            if lines:
-                handle = session.handle
-                sock.sendall(handle(lines[0]) if len(lines) == 1 else b"".join([handle(line) for line in lines]))
+            requests = session.receive(data)
+            if requests:
+                send_reply(sock.sendall, session.answer_all(requests))
+        except BlockingIOError:
+            return self._release(channel)
         except OSError as exc:
-            conn.error = 1
-            log.info("connection %s: %s", describe_peer(session.conn.peer), describe_error(exc))
-            self._close(conn)
+            session.log_error(describe_error(exc))
+            self._close(channel)
             return False
-        if session.failed:
-            conn.error = 1
-            log.info("connection %s: %s", describe_peer(session.conn.peer), session.framer.error)
-            self._close(conn, session.error)
+        error = session.error
+        if error is not None:
+            session.log_error(error.reason)
+            self._close(channel, error.reply)
             return False
-        conn.last_active = now = time.monotonic()
-        if session.pending:
-            if conn.request_started is None:
-                conn.request_started = now
-        else:
-            conn.request_started = None
-        if self.stopping:
-            self._close(conn)
+        if self.stopping or not session.keep_alive:
+            self._close(channel, b"" if not session.keep_alive else None)
             return False
+        channel.last_active = now = time.monotonic()
+        channel.request_started = (channel.request_started or now) if session.pending else None
         if len(data) < RECV_SIZE and not hangup:  # the read emptied the socket: later data makes a new edge
-            return self._release(conn)
+            return self._release(channel)
         return True
 
-    def _release(self, conn: Conn) -> bool:
+    def _release(self, channel: Channel) -> bool:
         """Hand the connection back: it stays registered (edge-triggered), so no system call.
         True if an edge came while we had it: read again instead."""
-        with conn.lock:
-            if conn.more:
-                conn.more = False
+        with channel.lock:
+            if channel.more:
+                channel.more = False
                 return True
-            conn.armed = True
-        self._close_if_drain_passed(conn)
+            channel.armed = True
+        self._close_if_drain_passed(channel)
         return False
 
-    def _rearm(self, conn: Conn) -> None:
+    def _rearm(self, channel: Channel) -> None:
         """Hand the connection back and have epoll re-check it (``EPOLL_CTL_MOD`` queues an
         event if data is already waiting)."""
-        with conn.lock:
-            conn.more = False
-            conn.armed = True
+        with channel.lock:
+            channel.more = False
+            channel.armed = True
         try:
-            self.epoll.modify(conn.fd, ARM)
+            self.epoll.modify(channel.fd, ARM)
         except OSError:
-            self._close(conn)
+            self._close(channel)
             return
-        self._close_if_drain_passed(conn)
+        self._close_if_drain_passed(channel)
 
-    def _close_if_drain_passed(self, conn: Conn) -> None:
+    def _close_if_drain_passed(self, channel: Channel) -> None:
         """After a hand-back: the drain may have passed this connection by while we had it."""
-        if self.stopping and self._disarm(conn):
-            self._answer_buffered(conn)
-            self._close(conn)
+        if self.stopping and self._disarm(channel):
+            self._answer_buffered(channel)
+            self._close(channel)
 
     @staticmethod
-    def _answer_buffered(conn: Conn) -> None:
+    def _answer_buffered(channel: Channel) -> None:
         try:
-            data = conn.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            lines = conn.session.receive(data) if data else []
-            if lines:
-                conn.sock.sendall(b"".join([conn.session.handle(line) for line in lines]))
+            data = channel.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            requests = channel.session.receive(data) if data else []
+            if requests:
+                send_reply(channel.sock.sendall, channel.session.answer_all(requests))
         except OSError:
             pass
 
-    def _close(self, conn: Conn, reply: bytes | None = None) -> None:
-        with conn.lock:
-            if conn.closed:
+    def _close(self, channel: Channel, reply: bytes | None = None) -> None:
+        """Close once (any thread). ``reply``: None closes at once; bytes (even empty) are
+        delivered first, with the shutdown-and-discard of ``close_with_error``."""
+        with channel.lock:
+            if channel.closed:
                 return
-            conn.closed = True
-        session = conn.session
+            channel.closed = True
+        session = channel.session
         session.finish()
-        self.stats.add(connections=1, requests=session.requests, errors=conn.error)
-        self.conns.pop(conn.fd, None)  # before the close: once closed, the fd may be reused
+        self.stats.add_session(session)
+        self.channels.pop(channel.fd, None)  # before the close: once closed, the fd may be reused
         if reply is not None:
-            close_with_error(conn.sock, reply)
+            close_with_error(channel.sock, reply)
         else:
             try:
-                conn.sock.close()
+                channel.sock.close()
             except OSError:
                 pass
         self.acceptor.released()

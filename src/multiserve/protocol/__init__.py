@@ -1,8 +1,32 @@
-"""The line protocol, sans-IO: bytes in, request lines and error replies out.
+"""Protocols, sans-IO: bytes in, requests out; responses in, bytes out.
 
 Nothing in this package touches a socket, a thread, a clock or a logger (see h11), so every engine
-shares one framing and the parser can be tested by feeding it every possible split of a stream.
+carries every protocol, and a parser is tested by feeding it every possible split of a stream.
+A new protocol is a module here and a line in ``PROTOCOLS``; no engine changes.
 """
-from .framing import DEFAULT_MAX_LINE, LineFramer, LineTooLong, error_reply
+from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_LINE", "LineFramer", "LineTooLong", "error_reply"]
+import importlib
+
+from .base import Protocol, ProtocolError
+from .line import DEFAULT_MAX_LINE, LineFramer, LineProtocol, LineTooLong, error_reply
+
+# name -> "module:factory"; a factory takes the server config and returns a per-connection
+# protocol constructor (so its settings are read once, not per connection)
+PROTOCOLS = {
+    "line": "multiserve.protocol.line:factory",
+}
+
+
+def protocol_factory(name: str, config):
+    """``make() -> Protocol`` for the protocol registered as ``name``; ValueError names the known ones."""
+    try:
+        target = PROTOCOLS[name]
+    except KeyError:
+        raise ValueError(f"unknown protocol {name!r}: use one of {', '.join(PROTOCOLS)}") from None
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)(config)
+
+
+__all__ = ["DEFAULT_MAX_LINE", "PROTOCOLS", "LineFramer", "LineProtocol", "LineTooLong", "Protocol",
+           "ProtocolError", "error_reply", "protocol_factory"]

@@ -66,16 +66,35 @@ class Service:
         """A client connected."""
 
     def handle(self, request: bytes, conn: Connection | None) -> bytes:
-        """Return the reply to one request line (which ends in ``\\n``, except a final one)."""
+        """Return the reply to one request line (which ends in ``\\n``, except a final one).
+        May block unless ``blocking = False``. Override this, ``handle_async``, or both."""
         raise NotImplementedError
+
+    async def handle_async(self, request: bytes, conn: Connection | None) -> bytes:
+        """The same as a coroutine: event-loop engines await it, the others run it on an event
+        loop of their own (one per thread). Override this, ``handle``, or both."""
+        raise NotImplementedError
+
+    def cpu_bound_for(self, request: bytes) -> bool:
+        """Optional per-request split for a mixed load: True sends this request where CPU-bound
+        calls go (the ``hybrid`` engine's process pool). Only consulted when overridden."""
+        return self.cpu_bound
 
     def finish(self, conn: Connection) -> None:
         """The client left (or was closed); called exactly once per ``setup``."""
 
 
+def overrides(service, name: str) -> bool:
+    """True if ``service`` offers its own ``name`` (for a Service subclass: overrides the base's;
+    for any other object: has it)."""
+    if isinstance(service, Service):
+        return getattr(type(service), name, None) is not getattr(Service, name)
+    return callable(getattr(service, name, None))
+
+
 def has_sync_handle(service) -> bool:
-    return type(service).handle is not Service.handle if isinstance(service, Service) else hasattr(service, "handle")
+    return overrides(service, "handle")
 
 
 def has_async_handle(service) -> bool:
-    return callable(getattr(service, "handle_async", None))
+    return overrides(service, "handle_async")

@@ -1,11 +1,12 @@
 """The arbiter: forks workers, reaps them, replaces the dead and the stuck, reloads and drains.
 
-gunicorn's ``arbiter.py`` is the model. Signal handlers only record the signal (and the wakeup fd
-ends the main loop's wait); the loop dispatches each to ``handle_<name>()``:
+gunicorn's ``arbiter.py`` is the model. Stopping comes from the serve entry's
+:class:`~multiserve.stop.Stop` (set by SIGTERM/SIGINT there, or by a caller): every worker
+drains (``--grace``), leftovers get SIGKILL. The supervisor's own control signals are recorded by
+handlers that do nothing else (and write to a pipe that ends the main loop's wait); the loop
+dispatches each to ``handle_<name>()``:
 
 =========  ===================================================================================
-SIGTERM    graceful stop: every worker drains (``--grace``), leftovers get SIGKILL
-SIGINT     the same
 SIGHUP     graceful reload: start a new set of workers, drain the old set once the new one accepts
 SIGTTIN    one more worker
 SIGTTOU    one worker fewer (the oldest is drained; never below one)
@@ -31,9 +32,10 @@ import select
 import signal
 import time
 
+from ..stop import STOP_SIGNALS
 from .slots import Slot, SlotTable
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 # gunicorn's WORKER_BOOT_ERROR: a worker that cannot start (bind, service open()) exits with it.
 BOOT_ERROR = 3
@@ -43,10 +45,7 @@ TICK = 0.1
 # After --grace a draining worker has aborted its connections itself; this long again for it to
 # exit before SIGKILL (its pool shutdown and a final log line).
 KILL_MARGIN = 1.0
-SIGNAL_NAMES = {
-    signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup",
-    signal.SIGTTIN: "ttin", signal.SIGTTOU: "ttou", signal.SIGCHLD: "chld",
-}
+SIGNAL_NAMES = {signal.SIGHUP: "hup", signal.SIGTTIN: "ttin", signal.SIGTTOU: "ttou", signal.SIGCHLD: "chld"}
 # Ignored in workers: the supervisor alone acts on them (the default action of SIGTTIN/SIGTTOU
 # would stop a worker, SIGHUP's would kill it).
 WORKER_IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
@@ -84,7 +83,7 @@ def describe_status(code: int) -> str:
 
 
 class Arbiter:
-    """Keeps ``workers`` copies of ``target`` running until SIGTERM/SIGINT.
+    """Keeps ``workers`` copies of ``target`` running until ``stop`` is set.
 
     ``run(ready)`` blocks; it calls ``ready()`` once, when the first full set of workers accepts,
     and returns after every worker has exited. ``totals`` then holds the workers' summed
@@ -92,8 +91,10 @@ class Arbiter:
     (it installs signal handlers and restores them on return).
     """
 
-    def __init__(self, target, *, workers: int, worker_timeout: float, grace: float, max_workers: int | None = None):
+    def __init__(self, target, *, stop, workers: int, worker_timeout: float, grace: float,
+                 max_workers: int | None = None):
         self.target = target
+        self.stop = stop
         self.num_workers = workers
         self.worker_timeout = worker_timeout
         self.grace = grace
@@ -115,6 +116,10 @@ class Arbiter:
         self._install_signals()
         try:
             while not self.stopping:
+                if self.stop.is_set():
+                    log.info("supervisor %d: %s: draining %d workers", self.pid, self.stop.reason, len(self.workers))
+                    self.stopping = True
+                    break
                 self.manage_workers()
                 if not self.announced and self._ready_count() >= self.num_workers:
                     self.announced = True
@@ -146,38 +151,34 @@ class Arbiter:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
-        self._old_wakeup = signal.set_wakeup_fd(self.wake_w)
         self._old_handlers = {s: signal.signal(s, self._record) for s in SIGNAL_NAMES}
 
     def _record(self, signum, frame) -> None:
         self.signals.append(signum)
+        try:
+            os.write(self.wake_w, b"\0")
+        except BlockingIOError:
+            pass
 
     def _restore_signals(self) -> None:
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
-        signal.set_wakeup_fd(self._old_wakeup)
         os.close(self.wake_r)
         os.close(self.wake_w)
 
     def _wait(self, timeout: float) -> None:
-        """Sleep until a signal arrives (its wakeup byte) or ``timeout`` passes."""
-        if self.signals:
+        """Sleep until a signal is recorded, the stop is set, or ``timeout`` passes."""
+        if self.signals or self.stop.is_set():
             return
-        readable, _, _ = select.select([self.wake_r], [], [], timeout)
-        if readable:
+        readable, _, _ = select.select([self.wake_r, self.stop.fileno()], [], [], timeout)
+        if self.stop.fileno() in readable:
+            self.stop.drain()
+        if self.wake_r in readable:
             try:
                 while os.read(self.wake_r, 4096):
                     pass
             except BlockingIOError:
                 pass
-
-    def handle_term(self) -> None:
-        log.info("supervisor %d: SIGTERM: draining %d workers", self.pid, len(self.workers))
-        self.stopping = True
-
-    def handle_int(self) -> None:
-        log.info("supervisor %d: SIGINT: draining %d workers", self.pid, len(self.workers))
-        self.stopping = True
 
     def handle_hup(self) -> None:
         incoming = self._incoming()
@@ -231,12 +232,13 @@ class Arbiter:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
-            for signum in SIGNAL_NAMES:
+            for signum in (*SIGNAL_NAMES, *STOP_SIGNALS):
                 signal.signal(signum, signal.SIG_DFL)
             for signum in WORKER_IGNORED:
                 signal.signal(signum, signal.SIG_IGN)
             os.close(self.wake_r)
             os.close(self.wake_w)
+            self.stop.close()  # the supervisor's: a worker that serves makes its own
             context = WorkerContext(self.table.slots[index], index, self.table, self.pid, self.heartbeat_interval)
             code = self.target(context)
         except BaseException as exc:  # never fall back into the supervisor's loop
@@ -312,7 +314,7 @@ class Arbiter:
                 self.retire(worker, "stopping")
         while self.workers:
             self._wait(TICK)
-            self.signals.clear()  # a second SIGTERM changes nothing: the drain is under way
+            self.signals.clear()  # a reload or a resize changes nothing now: the drain is under way
             self.reap()
             self.check_workers()
 

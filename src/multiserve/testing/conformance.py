@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import select
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -99,6 +102,59 @@ def test_bad_service_is_one_clear_error(engine):
             pass
     assert "cannot import service module" in str(info.value)
     assert "Traceback" not in str(info.value)
+
+
+SAMPLES = "multiserve.testing.sample_services:"
+
+
+@pytest.mark.parametrize("kind", ["FailingService", "FailingAsyncService", "FailingCpuService"])
+def test_a_raising_service_gets_one_err_line_and_the_connection_goes_on(engine, kind):
+    with running_server("--engine", engine, "--port", "0", "--service", SAMPLES + kind) as srv:
+        with srv.connect() as c:
+            assert c.request(b"fail once\n") == b"ERR service error\n"
+            assert c.request(b"still here\n") == b"STILL HERE\n"
+            assert c.request(b"fail twice\n") == b"ERR service error\n"
+            assert c.request(b"and again\n") == b"AND AGAIN\n"
+        assert srv.stop(30) == 0
+        err = srv.stderr_text()
+    assert "stopped: connections=1 requests=4 errors=0" in err, err[-3000:]
+    # the user's traceback once (to debug their service), then one line per failure
+    assert err.count("(traceback shown once)") == 1 and "Traceback" in err, err[-3000:]
+    assert err.count("failed on purpose") >= 2, err[-3000:]
+
+
+def test_a_reply_that_is_not_bytes_is_a_service_error(engine):
+    with running_server("--engine", engine, "--port", "0", "--service", SAMPLES + "StrReplyService") as srv:
+        with srv.connect() as c:
+            assert c.request(b"abc\n") == b"ERR service error\n"
+            assert c.request(b"def\n") == b"ERR service error\n"
+        err = assert_clean_exit(srv)
+    assert "returned str" in err
+
+
+def test_a_raising_setup_gets_one_err_line_counted_alike(engine):
+    with running_server("--engine", engine, "--port", "0", "--service", SAMPLES + "FailingSetupService") as srv:
+        with srv.connect() as c:
+            c.send(b"hello\n")
+            assert c.read_all() == b"ERR service error\n"
+        assert srv.stop(30) == 0
+        err = srv.stderr_text()
+    assert "stopped: connections=1 requests=0 errors=1" in err, err[-3000:]
+    assert "could not set up this connection" in err
+
+
+def test_in_process_serve_stops_on_stop_set(engine):
+    """``multiserve.serve(..., stop=Stop())`` on the main thread, stopped by ``stop.set()`` from
+    another thread (no signal): the engine drains and returns its counts."""
+    proc = subprocess.run([sys.executable, "-m", "multiserve.testing.in_process", engine],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["found"] == {"replies": "ONE\nTWO\nTHREE\nLAST\n"}, proc.stderr[-3000:]
+    assert result["stats"] == [1, 4, 0]
+    assert result["repr"] == "ServeStats(connections=1, requests=4, errors=0)"
+    assert result["reason"] == "the test is done"
+    assert "Traceback" not in proc.stderr and "stopped: connections=1 requests=4 errors=0" in proc.stderr
 
 
 async def _client(host, port, index, requests):

@@ -26,3 +26,51 @@ class AsyncReverseService(Service):
         await asyncio.sleep(0.001)
         body = request.rstrip(b"\n")
         return body[::-1] + request[len(body):]
+
+
+class FailingService(Service):
+    """``fail ...`` raises inside ``handle``; any other line comes back upper-cased."""
+
+    blocking = False
+
+    def handle(self, request, conn):
+        if request.startswith(b"fail"):
+            raise RuntimeError("the service failed on purpose")
+        return request.upper()
+
+
+class FailingAsyncService(Service):
+    """The coroutine form of FailingService."""
+
+    async def handle_async(self, request, conn):
+        if request.startswith(b"fail"):
+            raise RuntimeError("the async service failed on purpose")
+        return request.upper()
+
+
+class FailingCpuService(FailingService):
+    """A CPU-bound FailingService: the hybrid engine runs it in its process pool."""
+
+    blocking = True
+    cpu_bound = True
+
+
+class StrReplyService(Service):
+    """Returns ``str``, not bytes: a service bug every engine must turn into one ERR line."""
+
+    blocking = False
+
+    def handle(self, request, conn):
+        return request.decode("utf-8", "replace").upper()
+
+
+class FailingSetupService(Service):
+    """``setup`` raises (a database that cannot be reached): the client gets one ERR line."""
+
+    blocking = False
+
+    def setup(self, conn):
+        raise ConnectionError("the service could not set up this connection")
+
+    def handle(self, request, conn):
+        return request.upper()

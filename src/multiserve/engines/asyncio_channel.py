@@ -1,0 +1,258 @@
+"""One connection on an event loop: an ``asyncio.Protocol`` that drives its session.
+
+A protocol object rather than streams: a request that a cheap, non-blocking service answers is
+answered inside ``data_received`` with no task, future or buffer copy, which is where the stream
+API spends its time. Anything else goes through one worker coroutine per connection
+(``_work``), so replies stay in request order: ``session.answer_async`` awaits coroutine
+services and runs blocking and CPU-bound ones in the server's pools.
+
+Timeouts cost no timer per connection: ``data_received`` records the time of the last byte and
+the server's one sweeper calls ``check_timeouts``.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from . import timeouts as deadlines
+from .base import LINGER_BYTES, LINGER_SECONDS, describe_error
+
+log = logging.getLogger(__name__)
+
+# Backpressure: stop reading from a client whose unsent replies pass 64 KiB (asyncio's own
+# default high-water mark), or whose queued requests pass this many.
+WRITE_HIGH_WATER = 64 * 1024
+QUEUE_HIGH_WATER = 1024
+# On stop, how long a connection that has sent nothing yet may take to send its first request:
+# far above a loopback client's connect-to-send gap even on a loaded 2-core machine (scheduler
+# slices are milliseconds), small against --grace's 10 s default.
+FIRST_REQUEST_GRACE = 0.5
+
+
+class Channel(asyncio.Protocol):
+    """The connection's transport side. ``closing``: no more requests are read (finish the queue,
+    then close, after ``final_reply`` if set). ``discarding >= 0``: after a final reply, input
+    is counted and dropped until the client closes (see ``close_with_error``)."""
+
+    __slots__ = (
+        "server", "transport", "session", "queue", "worker", "last_active", "request_started",
+        "write_paused_at", "reading_paused", "closing", "final_reply", "discarding", "drained",
+    )
+
+    def __init__(self, server):
+        self.server = server
+        self.transport = None
+        self.session = None
+        self.queue = None
+        self.worker = None
+        self.request_started = None
+        self.write_paused_at = None
+        self.reading_paused = False
+        self.closing = False
+        self.final_reply = None
+        self.discarding = -1
+        self.drained = None
+
+    # -- life cycle ---------------------------------------------------------------------
+    def connection_made(self, transport):
+        server = self.server
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.session = session = server.sessions.make_session(transport.get_extra_info("peername"))
+        server.channels.add(self)
+        self.last_active = server.loop.time()
+        greeting = session.start()
+        if greeting is not None:
+            self._finish_then(greeting)
+        elif server.stopping:  # adopted from the backlog during a stop
+            self.stop()
+
+    def connection_lost(self, exc):
+        server = self.server
+        if self.worker is not None:
+            self.worker.cancel()
+        if self.drained is not None and not self.drained.done():
+            self.drained.cancel()
+        session = self.session
+        if exc is not None and not session.errored:
+            session.log_error(describe_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}")
+        session.finish()
+        server.stats.add_session(session)
+        server.connection_closed(self)
+
+    # -- reading ------------------------------------------------------------------------
+    def data_received(self, data):
+        if self.closing:
+            if self.discarding >= 0:
+                self.discarding += len(data)
+                if self.discarding > LINGER_BYTES:
+                    self.transport.abort()
+            return
+        server = self.server
+        self.last_active = now = server.loop.time()
+        session = self.session
+        requests = session.receive(data)
+        if requests:
+            if self.worker is None and server.answer_inline and session.can_answer_inline(requests):
+                reply = session.answer_all(requests)
+                self.transport.write(reply) if type(reply) is bytes else self.transport.writelines(reply)
+                if server.on_request is not None:
+                    server.on_request(len(requests))
+            else:
+                self._enqueue(requests)
+        error = session.error
+        if error is not None:
+            session.log_error(error.reason)
+            self._finish_then(error.reply)
+        elif not session.keep_alive:
+            self._finish_then(None)
+        elif session.pending:
+            if self.request_started is None:
+                self.request_started = now
+        else:
+            self.request_started = None
+            if server.retiring:
+                self._finish_then(None)
+
+    def eof_received(self):
+        if self.discarding >= 0:
+            self.transport.close()
+            return True
+        if not self.closing:
+            last = self.session.receive_eof()
+            if last:
+                self._enqueue(last)
+        self._finish_then(None)
+        return True  # we close once the replies are written
+
+    # -- the worker: one per connection, only for requests not answered inline ----------------
+    def _enqueue(self, requests):
+        if self.queue is None:
+            self.queue = collections.deque()
+        self.queue.extend(requests)
+        if len(self.queue) > QUEUE_HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        if self.worker is None:
+            self.worker = self.server.loop.create_task(self._work())
+
+    async def _work(self):
+        server, session, queue = self.server, self.session, self.queue
+        try:
+            while queue:
+                reply = await session.answer_async(queue.popleft(), server.pools)
+                if self.transport.is_closing():
+                    return
+                await self._write(reply)
+                self.last_active = server.loop.time()
+                if server.on_request is not None:
+                    server.on_request(1)
+                if self.reading_paused and len(queue) < QUEUE_HIGH_WATER // 2 and self.write_paused_at is None:
+                    self.reading_paused = False
+                    self.transport.resume_reading()
+        finally:
+            self.worker = None
+        if self.closing:
+            self._close_now()
+
+    async def _write(self, reply) -> None:
+        """Write a reply; a streamed one piece by piece, waiting while the client is slow."""
+        if type(reply) is bytes:
+            self.transport.write(reply)
+            return
+        for piece in reply:
+            self.transport.write(piece)
+            if self.write_paused_at is not None:
+                self.drained = self.server.loop.create_future()
+                await self.drained
+
+    # -- closing ------------------------------------------------------------------------------
+    def _finish_then(self, final_reply: bytes | None):
+        """No more requests: answer what is queued, then close (after ``final_reply`` if given)."""
+        self.closing = True
+        if final_reply is not None:
+            self.final_reply = final_reply
+        if self.worker is None:
+            self._close_now()
+
+    def _close_now(self):
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self.final_reply is None:
+            transport.close()  # flushes what is buffered first
+            return
+        # Deliver the final reply: send it, shut down our side, discard what the client still
+        # sends until it closes (bounded), then close; see engines.base.close_with_error.
+        transport.write(self.final_reply)
+        self.discarding = 0
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.server.loop.call_later(LINGER_SECONDS, transport.close)
+
+    # -- timeouts (called by the sweeper) ----------------------------------------------------
+    def check_timeouts(self, now: float) -> None:
+        if self.transport.is_closing() or self.discarding >= 0:
+            return
+        config = self.server.config
+        if self.write_paused_at is not None:
+            if now - self.write_paused_at >= config.idle_timeout:
+                self.session.log_error(f"send made no progress for {config.idle_timeout:.0f}s (client not reading); closed")
+                self.transport.abort()
+            return
+        if self.closing:
+            return
+        if self.request_started is not None and now >= self.request_started + config.request_timeout:
+            reason = deadlines.REQUEST
+        elif self.worker is None and now >= self.last_active + config.idle_timeout:
+            reason = deadlines.IDLE
+        else:
+            return
+        self.request_started = None
+        self.session.log_error(reason)
+        self._finish_then(self.session.error_reply(reason))
+
+    # -- backpressure from the transport -----------------------------------------------------
+    def pause_writing(self):
+        self.write_paused_at = self.server.loop.time()
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.write_paused_at = None
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        if self.reading_paused and (self.queue is None or len(self.queue) < QUEUE_HIGH_WATER // 2):
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # -- stop -----------------------------------------------------------------------------------
+    def stop(self):
+        """Graceful stop: finish the requests already received, then close.
+
+        A client that has not sent a byte yet (accepted just before the stop, or from the backlog
+        on stop) gets FIRST_REQUEST_GRACE to send its first request, which is answered: closing
+        it at once would fail a new connection whose request is a moment away.
+        """
+        if self.closing:
+            return
+        if self.session.requests == 0 and self.queue is None and self.request_started is None:
+            self.server.loop.call_later(FIRST_REQUEST_GRACE, self._finish_if_open)
+            return
+        self._finish_then(None)
+
+    def retire(self):
+        """Close once the request in flight is answered; a request half received is read on, and
+        a connection that has sent nothing yet is answered once (its request may be a moment
+        away: see ``stop``); ``data_received`` closes those after their reply."""
+        if not self.closing and not self.session.pending and (self.session.requests or self.queue):
+            self._finish_then(None)
+
+    def _finish_if_open(self):
+        if not self.closing and not self.transport.is_closing():
+            self._finish_then(None)

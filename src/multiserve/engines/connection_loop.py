@@ -1,0 +1,129 @@
+"""The blocking connection loop of the thread, process and gevent engines.
+
+These engines differ only in *where* a connection is served (a new thread, a forked child, a
+greenlet), exactly as CPython's socketserver servers differ only in ``process_request``, and in
+how its timeouts are enforced (``timeouts``: :class:`KernelTimeouts` for OS threads, a watchdog
+for gevent). The loop reads, lets the session frame and answer on its own thread, and writes;
+the kernel (or gevent's hub) does the waiting.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+from . import timeouts as deadlines
+from .base import RECV_SIZE, close_with_error, describe_error, send_reply
+from .channels import Channel, Channels
+
+log = logging.getLogger(__name__)
+
+
+class KernelTimeouts:
+    """Timeouts on OS threads: ``SO_RCVTIMEO``/``SO_SNDTIMEO`` make a blocking recv or send that
+    makes no progress fail, which costs nothing per request."""
+
+    def __init__(self, idle: float):
+        self.idle = idle
+
+    def opened(self, sock, channel: Channel) -> None:
+        sock.setblocking(True)
+        deadlines.set_kernel_timeouts(sock, recv=self.idle, send=self.idle)
+
+    def request_begun(self, sock, channel: Channel, left: float) -> None:
+        deadlines.set_kernel_timeouts(sock, recv=min(self.idle, left))
+
+    def request_done(self, sock, channel: Channel) -> None:
+        deadlines.set_kernel_timeouts(sock, recv=self.idle)
+
+    def sender(self, sock, channel: Channel):
+        return sock.sendall
+
+
+class ConnectionLoop:
+    """Serves one connection to the end on the calling thread (or greenlet).
+
+    ``__call__(sock, peer)`` returns when the connection is closed (it always closes ``sock``),
+    and adds the connection's counts to ``stats``. It never raises for a client's misbehaviour:
+    that costs one log line at most.
+    """
+
+    def __init__(self, sessions, config, stats, channels: Channels, timeouts):
+        self.sessions = sessions
+        self.config = config
+        self.stats = stats
+        self.channels = channels
+        self.timeouts = timeouts
+
+    def __call__(self, sock: socket.socket, peer) -> None:
+        channel = self.channels.add(sock)
+        session = self.sessions.make_session(peer)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.timeouts.opened(sock, channel)
+            greeting = session.start()
+            if greeting is not None:
+                close_with_error(sock, greeting)
+            else:
+                self._serve(sock, session, channel)
+        except OSError as exc:
+            session.log_error(describe_error(exc))
+        finally:
+            session.finish()
+            try:
+                sock.close()
+            except OSError:
+                pass
+            self.stats.add_session(session)
+            self.channels.remove(channel)  # last: the drain waits for this, then prints the counts
+
+    def _serve(self, sock, session, channel: Channel) -> None:
+        request_deadline = None
+        recv, receive = sock.recv, session.receive
+        send = self.timeouts.sender(sock, channel)
+        channels, timeouts = self.channels, self.timeouts
+        while True:
+            channel.idle = True
+            if channels.stopping:
+                return self._answer_buffered(sock, session, send)
+            try:
+                data = recv(RECV_SIZE)
+            except (BlockingIOError, TimeoutError):
+                now = time.monotonic()
+                reason = deadlines.REQUEST if request_deadline is not None and now >= request_deadline else deadlines.IDLE
+                session.log_error(reason)
+                return close_with_error(sock, session.error_reply(reason))
+            channel.idle = False
+            if not data:
+                last = session.receive_eof()
+                if last and not channels.stopping:
+                    send_reply(send, session.answer_all(last))
+                return
+            requests = receive(data)
+            if requests:
+                send_reply(send, session.answer_all(requests))
+            error = session.error
+            if error is not None:
+                session.log_error(error.reason)
+                return close_with_error(sock, error.reply)
+            if not session.keep_alive:
+                return close_with_error(sock, None)
+            if session.pending:
+                now = time.monotonic()
+                if request_deadline is None:
+                    request_deadline = now + self.config.request_timeout
+                timeouts.request_begun(sock, channel, request_deadline - now)
+            elif request_deadline is not None:
+                request_deadline = None
+                timeouts.request_done(sock, channel)
+
+    @staticmethod
+    def _answer_buffered(sock, session, send) -> None:
+        """On stop: answer whole requests the client already sent, without waiting for more."""
+        try:
+            data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except OSError:
+            return
+        requests = session.receive(data) if data else []
+        if requests:
+            send_reply(send, session.answer_all(requests))

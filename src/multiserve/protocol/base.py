@@ -1,0 +1,68 @@
+"""The interface every protocol offers the :class:`~multiserve.session.Session` (and so, through
+it, every engine). Sans-IO, as h11 is: no socket, thread, clock or logger in here or in any
+protocol module, so a protocol is tested by feeding it bytes and an engine never learns which
+protocol it carries.
+
+The life of one connection, as the session drives it::
+
+    requests = protocol.receive_data(data)   # zero or more complete requests, in order
+    protocol.error                           # a ProtocolError once the client broke the protocol:
+                                             # answer the requests returned so far, send its
+                                             # ``reply``, close
+    protocol.pending                         # bytes of a request begun but not complete (the
+                                             # request timeout runs while this is non-zero)
+    wire = protocol.send(response)           # a service's response -> bytes, or an iterable of
+                                             # byte pieces written in order (a streamed reply)
+    protocol.keep_alive                      # False once the connection must close after the
+                                             # replies already sent (HTTP's Connection: close)
+    requests = protocol.receive_eof()        # the client finished sending: a last request, if any
+    protocol.error_reply(reason)             # what to send before closing for a server-side
+                                             # reason ("service error", "idle timeout",
+                                             # "request timeout"), or None to close silently
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolError:
+    """The client broke the protocol: ``reply`` goes out, then the connection closes.
+    ``reason`` is the one log line's text."""
+
+    reply: bytes
+    reason: str
+
+
+class Protocol:
+    """Base of every protocol. One instance per connection; not thread-safe (a connection is
+    served by one thread at a time)."""
+
+    name = "?"
+    __slots__ = ()
+    #: True when ``send`` returns a ``bytes`` response unchanged: the session then skips the call.
+    passes_bytes = False
+
+    def receive_data(self, data: bytes) -> list:
+        raise NotImplementedError
+
+    def receive_eof(self) -> list:
+        raise NotImplementedError
+
+    @property
+    def error(self) -> ProtocolError | None:
+        raise NotImplementedError
+
+    @property
+    def pending(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def keep_alive(self) -> bool:
+        return True
+
+    def send(self, response):
+        raise NotImplementedError
+
+    def error_reply(self, reason: str) -> bytes | None:
+        raise NotImplementedError
