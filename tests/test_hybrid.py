@@ -362,3 +362,75 @@ def test_a_mixed_load_burns_in_the_pool_while_the_loop_answers_light_requests():
         assert pool.cpu_times().user - pool_cpu >= 0.4  # the 500 ms burned there...
         assert psutil.Process(worker).cpu_times().user - loop_cpu < 0.25  # ...not on the loop
         assert srv.stop(30) == 0
+
+
+class Persistent:
+    """Client threads that each keep one connection and send request after request on it;
+    when the server closes it (after a reply), they reconnect and go on. A request whose reply
+    never came (the close raced it) is sent again on the new connection."""
+
+    def __init__(self, host: str, port: int, threads: int):
+        self.address = (host, port)
+        self.stop = threading.Event()
+        self.ok = 0
+        self.reconnects = 0
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+    def _run(self, index: int) -> None:
+        n = 0
+        sock = None
+        while not self.stop.is_set():
+            line = b"persistent %d %d\n" % (index, n)
+            try:
+                if sock is None:
+                    sock = socket.create_connection(self.address, timeout=10)
+                sock.sendall(line)
+                reply = readline(sock)
+            except OSError:
+                reply = b""
+            if reply == b"":  # closed by the server: reconnect, send it again
+                if sock is not None:
+                    sock.close()
+                sock = None
+                with self.lock:
+                    self.reconnects += 1
+                continue
+            with self.lock:
+                if reply == line.upper():
+                    self.ok += 1
+                else:
+                    self.failures.append(f"{line!r} got {reply!r}")
+            n += 1
+        if sock is not None:
+            sock.close()
+
+
+def test_max_requests_closes_persistent_connections_so_the_worker_leaves_near_its_limit():
+    """issue 16 item 4: past its budget a worker closes each connection after its reply, so it
+    does not serve its persistent clients on (it once served 4x its --max-requests)."""
+    with hybrid("--workers", "1", "--max-requests", "200") as srv:
+        (first,) = workers_of(srv)
+        with Persistent(srv.host, srv.port, threads=8) as clients:
+            wait_for(lambda: first not in workers_of(srv), 30, "the worker recycled")
+            served_before = clients.ok
+            wait_for(lambda: clients.ok > served_before + 200, 30, "the successor serving")
+        assert clients.failures == []
+        assert srv.stop(30) == 0
+        err = srv.stderr_text()
+    budget = int(re.search(r"worker %d served (\d+) requests \(--max-requests\)" % first, err).group(1))
+    served = int(re.search(r"worker %d stopped: connections=\d+ requests=(\d+)" % first, err).group(1))
+    # the budget, plus at most the request in flight on each of the 8 connections
+    assert budget <= served <= budget + 8, err[-3000:]
+    assert clients.reconnects >= 8

@@ -120,9 +120,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store", "--store", None, optional(text), "ticket store URL (tickets service): sqlite:PATH, "
             "json:PATH, postgresql://..., redis://..."),
     # hybrid engine
-    Setting("workers", "--workers", CORES, positive_int, "hybrid: worker processes (default: cores)"),
+    Setting("workers", "--workers", CORES, positive_int, "hybrid: worker processes, one per core by default"),
     Setting("cpu_workers", "--cpu-workers", CORES, non_negative_int,
-            "hybrid: processes for CPU-bound calls per worker (default: cores; 0 runs them on threads)"),
+            "hybrid: processes for CPU-bound calls per worker, one per core by default (0 runs them on threads)"),
     Setting("reuse_port", "--reuse-port", False, flag, "hybrid: each worker binds its own SO_REUSEPORT socket",
             action="store_true"),
     Setting("worker_timeout", "--worker-timeout", 30.0, seconds,

@@ -3,7 +3,7 @@
 ``--idle-timeout``: a connection silent this long (or whose replies make no progress this long)
 is closed. ``--request-timeout``: a request still incomplete this long after its first byte (a
 trickler) is closed. What the client is told is the protocol's (``session.error_reply(reason)``:
-``ERR idle timeout`` on the line protocol). How an engine notices is its own: the kernel
+its own error reply, or a silent close). How an engine notices is its own: the kernel
 (``SO_RCVTIMEO``/``SO_SNDTIMEO`` on OS threads: free per request), a sweep over its connections
 (event loops, the thread pool), or a watchdog (gevent).
 """

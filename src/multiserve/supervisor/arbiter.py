@@ -212,10 +212,14 @@ class Arbiter:
             self.retire(worker, "one worker fewer")
         for _ in range(self.num_workers - len(incoming)):
             self.spawn()
-        if self._ready_count() >= self.num_workers:
-            for worker in list(self.workers.values()):
-                if worker.outgoing and worker.deadline is None:
-                    self.retire(worker, "its successor accepts")
+        slots = self.table.slots
+        serving = [w for w in self.workers.values() if w.deadline is None and slots[w.index].ready]
+        for worker in list(self.workers.values()):
+            # replaced once a full set of younger workers accepts, even if those are outgoing in
+            # turn already (a small --max-requests spends a successor's budget within one tick)
+            if worker.outgoing and worker.deadline is None and \
+                    sum(1 for w in serving if w.born > worker.born) >= self.num_workers:
+                self.retire(worker, "its successor accepts")
 
     def spawn(self) -> None:
         index = self.table.take()
