@@ -122,10 +122,16 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--depth", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--before-src", metavar="DIR",
+                    help="also run each engine from another checkout's src/ (as ENGINE@before): "
+                         "before/after figures in one run, e.g. from `git worktree add`")
     args = ap.parse_args()
     tools = build(args.instruments)
     try:
         servers = {"c-epoll": [f"{tools}/echo_epoll", "0"], **ENGINES, **PEERS}
+        if args.before_src:
+            src = os.path.abspath(args.before_src)
+            servers.update({f"{e}@before": ["env", f"PYTHONPATH={src}", *cmd] for e, cmd in ENGINES.items()})
         groups = {"engines": ["c-epoll", *ENGINES], "peers": ["c-epoll", *PEERS], "all": list(servers)}
         names = groups.get(args.servers) or args.servers.split(",")
         conns = [int(c) for c in args.connections.split(",")]
