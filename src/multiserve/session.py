@@ -29,6 +29,8 @@ from .services.base import Connection, has_async_handle, has_sync_handle, overri
 
 log = logging.getLogger(__name__)
 
+# Session.status()
+SETTLED, PENDING, FAILED, CLOSE = range(4)
 _loops = threading.local()
 # (exception type, file, line) of service errors already logged with their traceback
 _seen_errors: set = set()
@@ -131,7 +133,7 @@ class Session:
     (``log_error``), so every engine adds the same numbers to the summary.
     """
 
-    __slots__ = ("service", "protocol", "conn", "plan", "requests", "errored", "receive",
+    __slots__ = ("service", "protocol", "conn", "plan", "requests", "errored", "receive", "inline",
                  "_call", "_passes", "_started", "_finished")
 
     def __init__(self, service, protocol, peer=None, plan: CallPlan | None = None):
@@ -142,6 +144,8 @@ class Session:
         self.requests = 0
         self.errored = 0
         self.receive = protocol.receive_data  # the hot path: the protocol's own method
+        # every request may be answered where its bytes arrived (see can_answer_inline)
+        self.inline = plan.inline and plan.cpu_bound_for is None
         self._call = service.handle if plan.sync else self._run_coroutine
         self._passes = protocol.passes_bytes
         self._started = False
@@ -188,6 +192,17 @@ class Session:
         """None, or the :class:`~multiserve.protocol.ProtocolError` the client's bytes caused."""
         return self.protocol.error
 
+    def status(self) -> int:
+        """After a receive, in one call (the event loop's hot path): SETTLED (nothing to do),
+        PENDING (a request begun: its timeout runs), FAILED (send ``error.reply``, close) or
+        CLOSE (not keep-alive: close once the replies are written)."""
+        protocol = self.protocol
+        if protocol.error is not None:
+            return FAILED
+        if not protocol.keep_alive:
+            return CLOSE
+        return PENDING if protocol.pending else SETTLED
+
     @property
     def pending(self) -> int:
         return self.protocol.pending
@@ -203,6 +218,8 @@ class Session:
     def can_answer_inline(self, requests) -> bool:
         """True if every one of ``requests`` may be answered right where the bytes arrived (an
         event loop's callback): the service is cheap and none of them is CPU-bound."""
+        if self.inline:
+            return True
         plan = self.plan
         return plan.inline and (plan.cpu_bound_for is None or not any(map(plan.cpu_bound_for, requests)))
 

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 
+from ..session import FAILED, PENDING, SETTLED
 from . import timeouts as deadlines
 from .base import LINGER_BYTES, LINGER_SECONDS, describe_error
 
@@ -94,26 +95,26 @@ class Channel(asyncio.Protocol):
         session = self.session
         requests = session.receive(data)
         if requests:
-            if self.worker is None and server.answer_inline and session.can_answer_inline(requests):
-                reply = session.answer_all(requests)
+            if self.worker is None and server.answer_inline and (session.inline or session.can_answer_inline(requests)):
+                reply = session.answer(requests[0]) if len(requests) == 1 else session.answer_all(requests)
                 self.transport.write(reply) if type(reply) is bytes else self.transport.writelines(reply)
                 if server.on_request is not None:
                     server.on_request(len(requests))
             else:
                 self._enqueue(requests)
-        error = session.error
-        if error is not None:
-            session.log_error(error.reason)
-            self._finish_then(error.reply)
-        elif not session.keep_alive:
-            self._finish_then(None)
-        elif session.pending:
-            if self.request_started is None:
-                self.request_started = now
-        else:
+        status = session.status()
+        if status == SETTLED:
             self.request_started = None
             if server.retiring:
                 self._finish_then(None)
+        elif status == PENDING:
+            if self.request_started is None:
+                self.request_started = now
+        elif status == FAILED:
+            session.log_error(session.error.reason)
+            self._finish_then(session.error.reply)
+        else:
+            self._finish_then(None)
 
     def eof_received(self):
         if self.discarding >= 0:

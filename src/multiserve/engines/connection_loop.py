@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 
+from ..session import FAILED, PENDING, SETTLED
 from . import timeouts as deadlines
 from .base import RECV_SIZE, close_with_error, describe_error, send_reply
 from .channels import Channel, Channels
@@ -79,7 +80,7 @@ class ConnectionLoop:
 
     def _serve(self, sock, session, channel: Channel) -> None:
         request_deadline = None
-        recv, receive = sock.recv, session.receive
+        recv, receive, answer = sock.recv, session.receive, session.answer
         send = self.timeouts.sender(sock, channel)
         channels, timeouts = self.channels, self.timeouts
         while True:
@@ -101,21 +102,23 @@ class ConnectionLoop:
                 return
             requests = receive(data)
             if requests:
-                send_reply(send, session.answer_all(requests))
-            error = session.error
-            if error is not None:
-                session.log_error(error.reason)
-                return close_with_error(sock, error.reply)
-            if not session.keep_alive:
-                return close_with_error(sock, None)
-            if session.pending:
+                reply = answer(requests[0]) if len(requests) == 1 else session.answer_all(requests)
+                send(reply) if type(reply) is bytes else send_reply(send, reply)
+            status = session.status()
+            if status == SETTLED:
+                if request_deadline is not None:
+                    request_deadline = None
+                    timeouts.request_done(sock, channel)
+            elif status == PENDING:
                 now = time.monotonic()
                 if request_deadline is None:
                     request_deadline = now + self.config.request_timeout
                 timeouts.request_begun(sock, channel, request_deadline - now)
-            elif request_deadline is not None:
-                request_deadline = None
-                timeouts.request_done(sock, channel)
+            elif status == FAILED:
+                session.log_error(session.error.reason)
+                return close_with_error(sock, session.error.reply)
+            else:
+                return close_with_error(sock, None)
 
     @staticmethod
     def _answer_buffered(sock, session, send) -> None:

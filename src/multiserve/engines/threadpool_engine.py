@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 
+from ..session import CLOSE, FAILED, PENDING
 from . import timeouts as deadlines
 from .acceptor import Acceptor
 from .base import RECV_SIZE, Engine, ServeStats, close_with_error, describe_error, send_reply
@@ -200,16 +201,16 @@ class ThreadPoolEngine(Engine):
             session.log_error(describe_error(exc))
             self._close(channel)
             return False
-        error = session.error
-        if error is not None:
-            session.log_error(error.reason)
-            self._close(channel, error.reply)
+        status = session.status()
+        if status == FAILED:
+            session.log_error(session.error.reason)
+            self._close(channel, session.error.reply)
             return False
-        if self.stopping or not session.keep_alive:
-            self._close(channel, b"" if not session.keep_alive else None)
+        if self.stopping or status == CLOSE:
+            self._close(channel, b"" if status == CLOSE else None)
             return False
         channel.last_active = now = time.monotonic()
-        channel.request_started = (channel.request_started or now) if session.pending else None
+        channel.request_started = (channel.request_started or now) if status == PENDING else None
         if len(data) < RECV_SIZE and not hangup:  # the read emptied the socket: later data makes a new edge
             return self._release(channel)
         return True

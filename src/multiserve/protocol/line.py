@@ -69,26 +69,29 @@ class LineFramer:
         if self.failed:
             return []
         partial = self.partial
-        if partial:
-            nl = data.find(b"\n")
-            if nl < 0:
-                if len(partial) + len(data) > self.max_line:
-                    self._fail()
-                else:
-                    partial += data
-                return []
-            if len(partial) + nl > self.max_line:
+        if not partial:
+            end = len(data) - 1
+            if data.find(b"\n") == end and end <= self.max_line and end >= 0:
+                return [data]  # the common case: one whole request in one chunk
+            return self._feed_fresh(data)
+        nl = data.find(b"\n")
+        if nl < 0:
+            if len(partial) + len(data) > self.max_line:
                 self._fail()
-                return []
-            partial += data[: nl + 1]
-            first = bytes(partial)
-            partial.clear()
-            if nl + 1 == len(data):
-                return [first]
-            out = [first]
-            out.extend(self._feed_fresh(data[nl + 1 :]))
-            return out
-        return self._feed_fresh(data)
+            else:
+                partial += data
+            return []
+        if len(partial) + nl > self.max_line:
+            self._fail()
+            return []
+        partial += data[: nl + 1]
+        first = bytes(partial)
+        partial.clear()
+        if nl + 1 == len(data):
+            return [first]
+        out = [first]
+        out.extend(self._feed_fresh(data[nl + 1 :]))
+        return out
 
     def _feed_fresh(self, data: bytes) -> list[bytes]:
         """``feed`` with nothing buffered."""
@@ -136,31 +139,33 @@ class LineFramer:
         self.partial.clear()
 
 
-class LineProtocol(Protocol):
-    """:class:`~.base.Protocol` for lines: the framer's requests in, the service's bytes out."""
+class LineProtocol(LineFramer, Protocol):
+    """:class:`~.base.Protocol` for lines: the framer itself (``receive_data`` is ``feed``, the
+    hot path, with no call in between), the service's bytes out unchanged."""
 
     name = "line"
     passes_bytes = True
-    __slots__ = ("framer", "receive_data")
+    keep_alive = True  # a line connection ends only when the client, an error or a stop ends it
+    __slots__ = ("error",)
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE):
-        self.framer = LineFramer(max_line)
-        self.receive_data = self.framer.feed  # the hot path: no extra call per read
+        super().__init__(max_line)
+        self.error = None
+
+    receive_data = LineFramer.feed
+
+    def _fail(self) -> None:
+        super()._fail()
+        reason = str(LineTooLong(self.max_line))
+        self.error = ProtocolError(error_reply(reason), reason)
 
     def receive_eof(self) -> list[bytes]:
-        last = self.framer.eof()
+        last = self.eof()
         return [] if last is None else [last]
 
     @property
-    def error(self) -> ProtocolError | None:
-        if not self.framer.failed:
-            return None
-        reason = str(self.framer.error)
-        return ProtocolError(error_reply(reason), reason)
-
-    @property
     def pending(self) -> int:
-        return len(self.framer.partial)
+        return len(self.partial)
 
     def send(self, response) -> bytes:
         if type(response) is bytes:
