@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
-import socket
 import time
 
 from ..engines.loops import loop_name, new_event_loop
 from . import stats
 from .connection import LoadConnection, now_us
+from .errors import error_kind
 from .spec import LoadSpec, expected_reply, requests_ring
 
 # At most this many connects in flight at once: a burst of thousands of SYNs overflows the
@@ -39,26 +38,6 @@ MAX_REPLY = 65536
 # Open loop: the scheduler batches requests due within this many seconds (uvloop's timers have
 # 1 ms resolution, so a finer tick would not fire sooner).
 MIN_TICK = 0.001
-
-_ERROR_KINDS = (
-    (ConnectionRefusedError, "refused"),
-    (ConnectionResetError, "reset"),
-    (BrokenPipeError, "reset"),
-    (ConnectionAbortedError, "reset"),
-    (asyncio.TimeoutError, "timeout"),
-    (TimeoutError, "timeout"),
-    (socket.gaierror, "resolve"),
-)
-
-
-def error_kind(exc: BaseException) -> str:
-    for cls, kind in _ERROR_KINDS:
-        if isinstance(exc, cls):
-            return kind
-    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
-        return errno.errorcode[exc.errno].lower()
-    return type(exc).__name__.lower()
-
 
 class Worker:
     """The state the connections of one process share (see LoadConnection for the hot path)."""
