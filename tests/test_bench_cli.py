@@ -1,12 +1,15 @@
 """``multiserve bench`` from the command line: the JSON it writes, exit codes, bad input."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
+from multiserve.engines import ENGINES
 from multiserve.testing import running_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -15,6 +18,13 @@ KEYS = {"target", "connections", "pipeline", "processes", "duration_s", "request
         "mismatches", "latency_us", "timeline"}
 OPEN_KEYS = {"rate_target", "rate_achieved", "latency_uncorrected_us"}
 PERCENTILES = {"p50", "p90", "p99", "p999", "max"}
+
+
+# Every registered engine whose module exists.
+ENGINE_NAMES = [name for name, target in ENGINES.items()
+                if importlib.util.find_spec(target.partition(":")[0]) is not None]
+# The server's summary line ("multiserve[pid] stopped: ..."; hybrid's workers say "worker N stopped").
+STOPPED = re.compile(r"\] stopped: connections=(\d+) requests=(\d+) errors=(\d+)")
 
 
 def bench(*args):
@@ -70,3 +80,33 @@ def test_unwritable_json_path_is_one_line(tmp_path):
         r = bench(f"127.0.0.1:{srv.port}", "-n", "10", "--processes", "1", "--quiet", "--json", str(tmp_path / "no" / "x.json"))
     assert r.returncode == 2
     assert r.stderr.startswith("multiserve bench: cannot write") and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_a_clean_run_closes_cleanly_so_the_server_counts_no_error(engine):
+    """bench half-closes each connection and reads to EOF at the end, never resets it: the server's
+    own summary line (after SIGTERM) shows every connection and errors=0, and no "reset by client"."""
+    with running_server("--engine", engine, "--port", "0", "--workers", "2") as srv:
+        r = bench(f"127.0.0.1:{srv.port}", "-c", "8", "-d", "0.5", "--pipeline", "4", "--processes", "2",
+                  "--json", "-")
+        assert srv.stop() == 0
+        log = srv.stderr_text()
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)  # --json - without --quiet: stdout is the JSON alone
+    assert data["errors"] == {} and data["requests"] > 0
+    assert "req/s" in r.stderr and "p99" in r.stderr  # the table went to stderr
+    (summary,) = STOPPED.findall(log)
+    connections, requests, errors = map(int, summary)
+    assert (connections, errors) == (8, 0), log[-2000:]
+    assert requests >= data["requests"]
+    assert "reset by client" not in log
+
+
+def test_json_to_stdout_keeps_everything_else_on_stderr():
+    """Also when the run fails: stdout still parses as JSON, the reasons are on stderr."""
+    with running_server("--engine", "asyncio", "--port", "0") as srv:
+        r = bench(f"127.0.0.1:{srv.port}", "-n", "20", "--processes", "1", "--expect", "echo", "--json", "-")
+    assert r.returncode == 1
+    data = json.loads(r.stdout)
+    assert data["mismatches"] == 20
+    assert "20 mismatched replies" in r.stderr and "mismatch: got" in r.stderr

@@ -180,3 +180,41 @@ def test_a_busy_machine_makes_a_negative_timed_verdict_inconclusive():
     assert weigh_load(report("holds"), busy, timed=True).verdict == "holds"
     assert weigh_load(report("does not hold"), idle, timed=True).verdict == "does not hold"
     assert weigh_load(report("does not hold"), busy, timed=False).verdict == "does not hold"
+
+
+def test_race_plot_labels_each_bar_in_the_axis_unit(reports):
+    from multiserve.lab import race
+    from multiserve.lab.plots import plain_number
+
+    rows = reports["race"].results
+    fig = race.figure(reports["race"])
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "updates lost (%)"
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == [100 * r["lost_updates"] / r["expected"] for r in rows]
+    labels = [text.get_text() for text in ax.texts]
+    assert labels == [f"{plain_number(h)}%\n({r['lost_updates']:,} of {r['expected']:,})"
+                      for h, r in zip(heights, rows)]
+
+
+@pytest.mark.parametrize("values", [[4, 16, 256], [3, 5, 7], [0.002, 0.5, 30], [20, 3_000, 900_000]])
+def test_log_axes_read_plain_numbers(values):
+    """matplotlib's default labels a short log range 2x10^0, 3x10^0...; ours must read 2, 3, 256, 10,000."""
+    import re
+
+    from multiserve.lab.plots import bars_figure
+
+    fig = bars_figure([f"m{k}" for k in range(len(values))], values, ylabel="seconds (log scale)", title="t", log=True)
+    fig.canvas.draw()  # tick labels are made at draw time
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert len(labels) >= 2, labels
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*(\.\d+)?", label) for label in labels), labels
+
+
+def test_plain_number():
+    from multiserve.lab.plots import plain_number
+
+    assert [plain_number(v) for v in (4, 16, 256, 10_000, 1e6, 0.001, 2.5, 0.0002)] == \
+        ["4", "16", "256", "10,000", "1,000,000", "0.001", "2.5", "0.0002"]

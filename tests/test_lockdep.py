@@ -76,8 +76,6 @@ def test_one_order_reports_nothing():
     a = checker.Lock()
     b = checker.Lock()
     assert (a.name, b.name) == ("a", "b")  # named after the assignment on their line
-    c, d = checker.Lock(), checker.Lock()
-    assert c.name != d.name and c.name.startswith("lock#")  # no single name on the line: numbered
 
     def both():
         for _ in range(100):
@@ -90,6 +88,48 @@ def test_one_order_reports_nothing():
     for t in threads:
         t.join(10)
     assert checker.inversions == [] and checker.deadlocks == []
+
+
+class Holder:
+    def __init__(self, checker):
+        self.lock = checker.Lock()
+
+
+def test_locks_made_on_one_line_or_in_a_list_get_names_of_their_own():
+    checker = Checker()
+    a = checker.Lock(); b = checker.Lock()  # noqa: E702 (the point: two locks on one line)
+    c, d = checker.Lock(), checker.RLock()
+    pair = [checker.Lock(), checker.Lock()]
+    locks = [checker.Lock() for _ in range(3)]
+    by_key = {key: checker.Lock() for key in ("in", "out")}
+    pool = []
+    for _ in range(2):
+        pool.append(checker.Lock())
+    first, second = Holder(checker), Holder(checker)
+    line = sys._getframe().f_lineno + 1
+    loose = [print(end="") or checker.Lock() for _ in range(2)]  # no name to read: line and column
+    assert [x.name for x in (a, b, c, d)] == ["a", "b", "c", "d"]
+    assert [x.name for x in pair] == ["pair[0]", "pair[1]"]
+    assert [x.name for x in locks] == ["locks[0]", "locks[1]", "locks[2]"]
+    assert [x.name for x in by_key.values()] == ["by_key['in']", "by_key['out']"]
+    assert [x.name for x in pool] == ["pool[0]", "pool[1]"]
+    assert (first.lock.name, second.lock.name) == ("self.lock", "self.lock#2")
+    column = "    loose = [print(end=\"\") or ".__len__()
+    assert [x.name for x in loose] == [f"lock@test_lockdep.py:{line}:{column}", f"lock@test_lockdep.py:{line}:{column}#2"]
+    everything = [a, b, c, d, *pair, *locks, *by_key.values(), *pool, first.lock, second.lock, *loose]
+    assert len({x.name for x in everything}) == len(everything)
+
+
+def test_a_cycle_through_a_list_of_locks_reads_element_by_element():
+    """The issue's report said `locks -> locks -> locks`: each lock of the cycle must be named apart."""
+    checker = Checker()
+    locks = [checker.Lock() for _ in range(3)]
+    for k in range(3):  # 0 -> 1, 1 -> 2, 2 -> 0
+        with locks[k], locks[(k + 1) % 3]:
+            pass
+    (inversion,) = checker.inversions
+    assert sorted(inversion.locks) == ["locks[0]", "locks[1]", "locks[2]"]
+    assert "locks[2] -> locks[0]" in inversion.describe() or "locks[0] -> locks[1]" in inversion.describe()
 
 
 def test_a_longer_cycle_is_found():
@@ -199,6 +239,19 @@ def test_runner_flags_an_inversion_and_lets_the_program_finish(tmp_path):
     assert out.returncode == 4, out.stderr
     assert out.stdout.strip() == "finished"
     assert "possible lock inversion" in out.stderr and "0 deadlock(s), 1 possible inversion(s)" in out.stderr
+
+
+def test_runner_names_locks_made_on_one_line_apart(tmp_path):
+    out, _ = run_script(tmp_path, """
+        import threading
+        a = threading.Lock(); b = threading.Lock()
+        with a:
+            with b: pass
+        with b:
+            with a: pass
+    """)
+    assert out.returncode == 4, out.stderr
+    assert "a -> b -> a" in out.stderr or "b -> a -> b" in out.stderr, out.stderr
 
 
 def test_runner_passes_a_clean_program_through(tmp_path):

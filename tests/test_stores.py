@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from multiserve.services.tickets.rush import rush
-from multiserve.stores import StoreError, open_store, redact, violations
+from multiserve.stores import StoreError, open_store, parse_buyer, redact, valid_buyer, violations
 from multiserve.stores.base import Snapshot
 from multiserve.stores.testing import fresh_store_url, params
 
@@ -36,6 +36,30 @@ def test_take_sells_numbered_tickets_then_sells_out(url):
         snap = store.snapshot()
         assert (snap.initial, snap.left, snap.sales) == (3, 0, ((1, "a"), (2, "b"), (3, "c")))
         assert violations(snap) == []
+
+
+# The seed tutorial's own buyers, a Latin name with an accent, and 64 characters of 3 bytes each.
+SEED_NAMES = ("用户0#号", "用户1#号", "José", "号" * 64)
+
+
+def test_seed_buyer_names_are_sold_and_stored_as_utf8(url):
+    with open_store(url) as store:
+        store.init(len(SEED_NAMES))
+        assert [store.take(name) for name in SEED_NAMES] == [1, 2, 3, 4]
+        snap = store.snapshot()
+    assert snap.sales == tuple(enumerate(SEED_NAMES, 1))
+    assert violations(snap) == []
+    with open_store(url) as again:  # a fresh connection reads the same characters back
+        assert again.snapshot().sales == snap.sales
+
+
+def test_a_buyer_is_1_to_64_printable_characters_without_whitespace():
+    for name in SEED_NAMES + ("a", "x" * 64, "Ærøskøbing", "عمر", "🎫"):
+        assert valid_buyer(name) and parse_buyer(name.encode("utf-8")) == name, name
+    for name in ("", "x" * 65, "号" * 65, "a b", "a\tb", "a\u00a0b", "a\u2028b", "a\u3000b", "nul\x00", "bell\x07"):
+        assert not valid_buyer(name) and parse_buyer(name.encode("utf-8")) is None, repr(name)
+    assert parse_buyer(b"caf\xe9") is None  # Latin-1, not UTF-8
+    assert parse_buyer(b"\xff" * 300) is None
 
 
 def test_init_refuses_to_wipe_sales_without_force(url):
@@ -131,3 +155,51 @@ def test_fsync_off_is_an_explicit_measuring_option(scheme, tmp_path):
     assert os.path.exists(tmp_path / "t")  # the option is not part of the path
     with pytest.raises(StoreError, match=r"the only option is \?fsync=off"):
         open_store(f"{scheme}:{tmp_path}/t?durable=no")
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "json"])
+def test_a_missing_directory_is_named_and_created_only_when_asked(scheme, tmp_path):
+    missing = tmp_path / "no" / "such"
+    url = f"{scheme}:{missing}/t.db"
+    for attempt in (lambda s: s.init(3), lambda s: s.left(), lambda s: s.snapshot()):
+        with open_store(url) as store:
+            with pytest.raises(StoreError, match=f"directory {missing} does not exist .*--create-dir"):
+                attempt(store)
+    assert not (tmp_path / "no").exists()  # nothing was created on the way
+    with open_store(url) as store:
+        store.init(3, create_dir=True)
+        assert store.take("José") == 1
+    assert (missing / "t.db").is_file()
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "json"])
+def test_a_file_where_a_directory_should_be_says_not_a_directory(scheme, tmp_path):
+    (tmp_path / "passwd").write_text("root:x:0:0\n")
+    with open_store(f"{scheme}:{tmp_path}/passwd/x.db") as store:
+        for create in (False, True):
+            with pytest.raises(StoreError, match=f"{tmp_path}/passwd is not a directory$"):
+                store.init(3, create_dir=create)
+    with open_store(f"{scheme}:{tmp_path}") as store:
+        with pytest.raises(StoreError, match="is a directory, not a store file"):
+            store.init(3)
+    assert (tmp_path / "passwd").read_text() == "root:x:0:0\n"
+
+
+@pytest.mark.parametrize("scheme, content", [("sqlite", b"not a database, just text\n" * 100),
+                                             ("json", b'{"ticket_num": 3, "sales": [[1, '),
+                                             ("json", b'{"hello": "someone else\'s file"}')])
+def test_a_damaged_store_says_what_is_wrong_and_how_to_start_over(scheme, content, tmp_path):
+    path = tmp_path / "t.db"
+    path.write_bytes(content)
+    with open_store(f"{scheme}:{path}") as store:
+        for attempt in (lambda: store.init(3, force=True), store.snapshot, lambda: store.take("a")):
+            with pytest.raises(StoreError) as info:
+                attempt()
+            message = str(info.value)
+            assert "is damaged or not a ticket store" in message and "\n" not in message
+            assert f"move {path} away" in message and "tickets init" in message and "to start over" in message
+    assert path.read_bytes() == content  # never overwritten, even with force: it may be someone's file
+    path.unlink()
+    with open_store(f"{scheme}:{path}") as store:  # what the message says works
+        store.init(3)
+        assert store.left() == 3

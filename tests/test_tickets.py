@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -11,8 +12,10 @@ import threading
 import pytest
 
 from multiserve.engines import ENGINES
+from multiserve.services import load_service
 from multiserve.services.tickets import TicketService
-from multiserve.services.tickets.rush import rush
+from multiserve.services.tickets.rush import Op, RushResult, rush
+from multiserve.stores import Snapshot
 from multiserve.stores import open_store
 from multiserve.stores.testing import fresh_store_url, params
 from multiserve.testing import running_server
@@ -56,6 +59,7 @@ def test_rush_sells_exactly_the_tickets_on_every_engine(url, engine):
     assert sorted(t for t, _ in acknowledged(result)) == list(range(1, TICKETS + 1))
     assert acknowledged(result) == set(result.after.sales)  # the record of ok sales IS the ledger
     assert all(op.detail == "SOLDOUT" for op in result.ops if op.type == "fail")
+    assert {b for _, b in result.after.sales} <= {f"用户{i}#号" for i in range(BUYERS)}  # the seed's names, as sent
 
 
 PAIRS = [pair for pair in [("threadpool", "asyncio"), ("hybrid", "gevent")] if set(pair) <= set(ENGINE_NAMES)]
@@ -173,7 +177,9 @@ BAD = [
     (b"BUY two words\n", b"ERR BUY needs a buyer"),
     (b"BUY " + b"x" * 65 + b"\n", b"ERR BUY needs a buyer"),
     (b"BUY tab\there\n", b"ERR BUY needs a buyer"),
-    (b"BUY caf\xc3\xa9\n", b"ERR BUY needs a buyer"),
+    (b"BUY caf\xe9\n", b"ERR BUY needs a buyer"),  # Latin-1, not UTF-8
+    (b"BUY no\xc2\xa0break\n", b"ERR BUY needs a buyer"),  # U+00A0 is whitespace
+    (b"BUY " + "号".encode() * 65 + b"\n", b"ERR BUY needs a buyer"),  # 65 characters
 ]
 
 
@@ -181,15 +187,20 @@ BAD = [
 def test_bad_commands_get_err_and_sell_nothing(engine, tmp_path):
     url = f"sqlite:{tmp_path}/t.db"
     with open_store(url) as store:
-        store.init(2)
+        store.init(4)
+    sixty_four = "号".encode() * 64  # 64 characters, 192 bytes
     with serve_tickets(url, engine) as server, server.connect() as client:
         for line, expected in BAD:
             assert client.request(line).startswith(expected), line
-        assert client.request(b"QUERY\n") == b"LEFT 2\n"
-        assert client.request(b"BUY " + b"x" * 64 + b"\n") == b"SOLD 1 " + b"x" * 64 + b"\n"
+        assert client.request(b"QUERY\n") == b"LEFT 4\n"
+        assert client.request(b"BUY " + sixty_four + b"\n") == b"SOLD 1 " + sixty_four + b"\n"
         assert client.request(b"BUY bob\r\n") == b"SOLD 2 bob\n"
+        assert client.request("BUY 用户1#号\n".encode()) == "SOLD 3 用户1#号\n".encode()
+        assert client.request("BUY José\n".encode()) == "SOLD 4 José\n".encode()
         assert client.request(b"BUY carol\n") == b"SOLDOUT\n"
         assert client.request(b"QUERY\n") == b"LEFT 0\n"
+    with open_store(url) as store:
+        assert [b for _, b in store.snapshot().sales] == ["号" * 64, "bob", "用户1#号", "José"]
 
 
 def test_store_failure_mid_sale_is_reported_as_unknown_outcome(tmp_path):
@@ -203,3 +214,76 @@ def test_store_failure_mid_sale_is_reported_as_unknown_outcome(tmp_path):
     service.close()
     assert service.handle(b"QUERY\n", None) == b"ERR store unavailable\n"
     assert service.handle(b"BUY a\n", None).startswith(b"ERR unknown outcome")
+
+
+@pytest.fixture
+def dead_port():
+    """A port with nobody listening: bound (so no one else takes it meanwhile) but not listening,
+    so a connect is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_rush_at_no_server_says_so_in_one_line_and_fails(tmp_path, dead_port):
+    url = f"sqlite:{tmp_path}/t.db"
+    assert cli("init", "--store", url, "--count", "20").returncode == 0
+    done = cli("rush", "--store", url, "--buyers", "20", "--via", f"127.0.0.1:{dead_port}")
+    assert done.returncode == 1
+    assert done.stderr == "multiserve tickets rush: no server answered: 20 refused\n"
+    assert done.stdout == ""  # no summary of zeros, no "OK"
+
+
+def test_rush_breaks_errors_down_by_kind(tmp_path, dead_port):
+    """Half the connections go to a live server, half to nobody: the errors are counted as refused."""
+    url = f"sqlite:{tmp_path}/t.db"
+    assert cli("init", "--store", url, "--count", "100").returncode == 0
+    report = tmp_path / "rush.json"
+    with serve_tickets(url, "threadpool") as server:
+        done = cli("rush", "--store", url, "--buyers", "40", "--connections", "2", "--json", str(report),
+                   "--via", f"{server.host}:{server.port}", "--via", f"127.0.0.1:{dead_port}")
+    assert done.returncode == 0, done.stdout + done.stderr  # what was sold is sound
+    summary = json.loads(report.read_text())
+    refused = summary["errors_by_kind"]["refused"]
+    assert summary["errors_by_kind"] == {"refused": refused} and refused > 0
+    assert summary["errors"] == refused and summary["ok"] == 40 - refused == summary["sold"]
+    assert f"errors {refused} ({refused} refused)" in done.stdout
+    assert {op[4] for op in summary["ops"]} == {"", "refused"}
+
+
+def test_errors_by_kind_counts_each_kind():
+    ops = [Op("a", "ok", 1), Op("b", "fail", detail="SOLDOUT"), Op("c", "fail", error="refused", answered=False),
+           Op("d", "info", error="reset", answered=False), Op("e", "fail", detail="ERR x", error="ERR"),
+           Op("f", "info", error="unknown outcome"), Op("g", "fail", error="refused", answered=False)]
+    result = RushResult(ops, 1.0, Snapshot(5, 5, ()), Snapshot(5, 4, ((1, "a"),)), [])
+    summary = result.summary()
+    assert summary["errors_by_kind"] == {"refused": 2, "reset": 1, "ERR": 1, "unknown outcome": 1}
+    assert (summary["errors"], summary["answered"], summary["soldout"]) == (5, 4, 1)
+
+
+def test_store_with_another_service_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="--store is for --service tickets only, not 'upper'"):
+        load_service("upper", {"store": "sqlite:t.db"})
+    assert load_service("upper", {"store": None}).handle(b"a\n", None) == b"A\n"
+    done = subprocess.run([sys.executable, "-m", "multiserve", "serve", "--service", "echo", "--store",
+                           f"sqlite:{tmp_path}/t.db", "--port", "0"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--store is for --service tickets only" in lines[0], done.stderr
+
+
+def test_cli_store_path_errors_are_one_line(tmp_path):
+    (tmp_path / "passwd").write_text("x")
+    (tmp_path / "bad.db").write_text("garbage")
+    cases = [(["init", "--store", f"sqlite:{tmp_path}/no/dir/t.db", "--count", "3"],
+              f"directory {tmp_path}/no/dir does not exist"),
+             (["init", "--store", f"sqlite:{tmp_path}/passwd/x.db", "--count", "3"], "passwd is not a directory"),
+             (["init", "--store", f"sqlite:{tmp_path}/bad.db", "--count", "3", "--force"], "to start over")]
+    for args, message in cases:
+        done = cli(*args)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "no").exists()
+    made = cli("init", "--store", f"sqlite:{tmp_path}/no/dir/t.db", "--count", "3", "--create-dir")
+    assert made.returncode == 0, made.stderr
+    assert cli("check", "--store", f"sqlite:{tmp_path}/no/dir/t.db").returncode == 0

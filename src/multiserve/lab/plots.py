@@ -1,4 +1,8 @@
-"""The only lab module that imports matplotlib (Agg: files only, no display needed)."""
+"""The only lab module that imports matplotlib (Agg: files only, no display needed).
+
+Each ``*_figure`` function builds a figure and returns it (tests read its ticks and labels); the
+function of the same name without the suffix saves it to a file and closes it.
+"""
 from __future__ import annotations
 
 
@@ -11,8 +15,38 @@ def _pyplot():
     return plt
 
 
-def bars(path, names, values, *, ylabel, title, labels=None, log=False):
-    """One bar per name; ``labels`` are written above the bars."""
+def save(fig, path) -> None:
+    """Write ``fig`` to ``path`` and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+
+
+def plain_number(value: float) -> str:
+    """A tick value as people write it: ``4``, ``256``, ``10,000``, ``0.001`` (never ``4×10⁰``)."""
+    import numpy as np
+
+    if value >= 1000:
+        return f"{round(value):,}"
+    return np.format_float_positional(value, precision=3, fractional=False, trim="-")
+
+
+def plain_log_axis(axis) -> None:
+    """Label a log-scaled axis with plain numbers. matplotlib's own formatters still choose which
+    ticks get a label (so minor ticks are labelled only on a short range); only the text changes."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class PlainLogFormatter(LogFormatterSciNotation):
+        def __call__(self, x, pos=None):
+            return plain_number(x) if super().__call__(x, pos) else ""
+
+    # the same choice of labelled ticks as matplotlib's LogScale defaults
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+
+
+def bars_figure(names, values, *, ylabel, title, labels=None, log=False):
+    """One bar per name; ``labels`` are written above the bars (in the axis's unit)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(names)), 4.5))  # room for two-line labels
     drawn = ax.bar(names, values, color="tab:blue")
@@ -20,12 +54,16 @@ def bars(path, names, values, *, ylabel, title, labels=None, log=False):
         ax.bar_label(drawn, labels=labels, padding=2)
     if log:
         ax.set_yscale("log")
+        plain_log_axis(ax.yaxis)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=20)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def bars(path, names, values, **options):
+    """:func:`bars_figure`, saved to ``path``."""
+    save(bars_figure(names, values, **options), path)
 
 
 def timeline(path, spans, *, ylabel, title):

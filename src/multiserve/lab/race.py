@@ -143,10 +143,19 @@ def judge(rows) -> tuple[str, str]:
     return DOES_NOT_HOLD, facts
 
 
-def plot(report: Report, path) -> None:
-    from .plots import bars
+def figure(report: Report):
+    """The bar chart: % of updates lost per variant, each bar labelled in % with its count."""
+    from .plots import bars_figure, plain_number
 
     rows = report.results
     names = [f"{r['variant'].replace(', ', chr(10))}{chr(10) + '+ lock' if r['lock'] else ''}" for r in rows]
-    bars(path, names, [100 * r["lost_updates"] / r["expected"] for r in rows], ylabel="updates lost (%)",
-         title="race: lost updates", labels=[str(r["lost_updates"]) for r in rows])
+    percent = [100 * r["lost_updates"] / r["expected"] for r in rows]
+    # labels in the axis's unit (%), the count beside it: "97.3% (584 of 600)"
+    labels = [f"{plain_number(p)}%\n({r['lost_updates']:,} of {r['expected']:,})" for p, r in zip(percent, rows)]
+    return bars_figure(names, percent, ylabel="updates lost (%)", title="race: lost updates", labels=labels)
+
+
+def plot(report: Report, path) -> None:
+    from .plots import save
+
+    save(figure(report), path)

@@ -1,5 +1,8 @@
 """``multiserve bench HOST:PORT ...``: a thin shell over :func:`multiserve.loadgen.run_load`.
 
+Output: the table (and, on a terminal, a progress line) on stdout; with ``--json -`` the JSON
+alone is on stdout and everything else on stderr, so ``bench --json - | jq`` works.
+
 Exit status: 0 when every reply matched and at least one request succeeded, 1 otherwise, 2 for
 bad arguments (one line on stderr, no traceback).
 """
@@ -59,15 +62,30 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"multiserve bench: {exc}", file=sys.stderr)
         return 2
+    # With --json -, stdout carries the JSON alone: the progress line and the table go to stderr.
+    human = sys.stderr if args.json == "-" else sys.stdout
+    progress = False
+    if not args.quiet and human.isatty():
+        from rich.console import Console
+
+        from .report import LiveLine
+
+        line = LiveLine(Console(file=human))
+        progress = line.update
     try:
-        result = run_load(spec, progress=not args.quiet and sys.stdout.isatty())
+        result = run_load(spec, progress=progress)
     except KeyboardInterrupt:
         print("multiserve bench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if progress:
+            progress(None, None)
     if not args.quiet:
+        from rich.console import Console
+
         from .report import print_result
 
-        print_result(result)
+        print_result(result, Console(file=human))
     if args.json:
         text = json.dumps(result.to_dict(), indent=2)
         if args.json == "-":

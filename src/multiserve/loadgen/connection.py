@@ -28,7 +28,7 @@ class LoadConnection(asyncio.Protocol):
     scheduler ``offer``s (open loop), checks each reply, and reports to its ``worker``.
 
     The worker owns the life cycle: it connects (and reconnects) this protocol, calls ``start``
-    when the run begins, and closes ``transport`` when it ends.
+    when the run begins, and ends it with ``close_cleanly`` when the run ends.
     """
 
     def __init__(self, worker, index: int, slot: int):
@@ -37,6 +37,7 @@ class LoadConnection(asyncio.Protocol):
         self.slot = slot  # position in worker.conns (a reconnect puts a new protocol there)
         self.transport = None
         self.alive = False
+        self.lost = None  # a future, set when the connection is gone (close_cleanly waits on it)
         self.sent = deque()  # closed loop: [t_us, n] runs; open loop: (intended_us, actual_us)
         self.backlog = deque()  # open loop: intended times waiting for room in the pipeline
         self.inflight = 0
@@ -64,6 +65,24 @@ class LoadConnection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.w.connection_failed(self, "closed" if exc is None else self.w.error_kind(exc))
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
+
+    async def close_cleanly(self, timeout: float) -> None:
+        """End the connection as a well-behaved client does: shut down the sending side (the
+        server sees EOF between requests, not a reset), read what it still sends (the replies in
+        flight: the worker has ended, so they are not counted) until its EOF, then close. After
+        ``timeout`` seconds without the server's EOF, abort. The caller has already set ``alive``
+        False, so the EOF is not counted as an error either."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.lost = asyncio.get_running_loop().create_future()
+        try:
+            transport.write_eof()
+            await asyncio.wait_for(asyncio.shield(self.lost), timeout)
+        except (OSError, asyncio.TimeoutError):
+            transport.abort()
 
     def successor(self) -> "LoadConnection":
         """A fresh protocol for the reconnect: same place in the ring, same backlog; the

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
-import socket
 import time
 
 from ..engines.loops import loop_name, new_event_loop
 from . import stats
 from .connection import LoadConnection, now_us
+from .errors import error_kind
 from .spec import LoadSpec, expected_reply, requests_ring
 
 # At most this many connects in flight at once: a burst of thousands of SYNs overflows the
@@ -36,29 +35,13 @@ MAX_EXAMPLES = 5
 # A reply line longer than this without a newline is counted as a mismatch and dropped:
 # the server's own line limit (protocol.framing.DEFAULT_MAX_LINE).
 MAX_REPLY = 65536
+# At the end of a run each connection half-closes and reads to the server's EOF (see
+# LoadConnection.close_cleanly) for at most this long: ample for a server to answer the requests
+# still in flight (at most --pipeline per connection); one that never closes costs only this.
+CLOSE_TIMEOUT = 2.0
 # Open loop: the scheduler batches requests due within this many seconds (uvloop's timers have
 # 1 ms resolution, so a finer tick would not fire sooner).
 MIN_TICK = 0.001
-
-_ERROR_KINDS = (
-    (ConnectionRefusedError, "refused"),
-    (ConnectionResetError, "reset"),
-    (BrokenPipeError, "reset"),
-    (ConnectionAbortedError, "reset"),
-    (asyncio.TimeoutError, "timeout"),
-    (TimeoutError, "timeout"),
-    (socket.gaierror, "resolve"),
-)
-
-
-def error_kind(exc: BaseException) -> str:
-    for cls, kind in _ERROR_KINDS:
-        if isinstance(exc, cls):
-            return kind
-    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
-        return errno.errorcode[exc.errno].lower()
-    return type(exc).__name__.lower()
-
 
 class Worker:
     """The state the connections of one process share (see LoadConnection for the hot path)."""
@@ -111,8 +94,8 @@ class Worker:
     error_kind = staticmethod(error_kind)
 
     def mismatch(self, got: bytes, expected: bytes | None) -> None:
-        if not self.recording and self.running:
-            return  # warm-up: not counted, as for every other figure
+        if not self.recording:
+            return  # warm-up, or a reply read while closing after the run: not counted, as every other figure
         self.mismatches += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append((got[:80].decode("ascii", "replace"), "" if expected is None else expected.decode("ascii", "replace")))
@@ -182,6 +165,7 @@ class Worker:
             self._at(window_start + spec.duration, self._finish)
         self._at(t0 + PROGRESS_INTERVAL, self._progress_tick, t0 + PROGRESS_INTERVAL)
         await self.finished
+        await asyncio.gather(*(conn.close_cleanly(CLOSE_TIMEOUT) for conn in self.conns))
 
     def _release(self) -> None:
         if self.spec.warmup == 0:
@@ -279,9 +263,7 @@ class Worker:
             self.window = (self.window[0], end)
         self.recording = False
         for conn in self.conns:
-            if conn.transport is not None:
-                conn.alive = False
-                conn.transport.abort()
+            conn.alive = False  # from here on, replies, EOFs and resets are not counted
         self.progress[self.index] = self.done_before_window + self.done
         if not self.finished.done():
             self.finished.set_result(None)

@@ -15,6 +15,10 @@ It checks two things, on ``threading.Lock`` and ``threading.RLock`` objects it t
   under one internal lock, so a cycle is found from a consistent snapshot and reported by one
   thread only.
 
+A lock is named after the code that made it (``a``, ``self.lock``, ``locks[2]``, else
+``lock@file.py:LINE:COL``; :mod:`.naming`), each name its own, so a reported cycle reads
+``a -> b -> a``, never ``a -> a -> a``.
+
 Use ``with Checker().installed():`` (locks created meanwhile by code outside the standard library
 are tracked; the stdlib's own locks, inside Event, Condition, queue, are not), ``checker.Lock()``
 for one lock explicitly, or ``python -m multiserve.lockdep script.py [args]`` for a whole program.

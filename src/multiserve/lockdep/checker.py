@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import _thread
 import contextlib
-import itertools
-import re
 import sys
 import sysconfig
 import threading
 import time
 
+from .naming import Namer
 from .report import Deadlock, DeadlockError, Edge, Inversion, Site, WaitLink
 
 # How long a blocked thread waits before it looks for a deadlock cycle: a deadlock is reported
@@ -17,9 +16,6 @@ from .report import Deadlock, DeadlockError, Edge, Inversion, Site, WaitLink
 # wakes this often to look (a few dictionary reads under the GIL, a few microseconds).
 POLL_SECONDS = 0.1
 STDLIB = sysconfig.get_paths()["stdlib"]
-# `self.lock_a = threading.Lock()` or `lock_a: Lock = Lock()` -> "self.lock_a" / "lock_a"
-# (a lock made anywhere else is named lock#N@file:line)
-ASSIGNED = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(?::[^=]+)?=[^=]")
 
 
 def _in_stdlib(path: str) -> bool:
@@ -86,7 +82,7 @@ class Checker:
         self._names: dict[int, str] = {}
         self._after: dict[TrackedLock, dict[TrackedLock, Edge]] = {}
         self._reported: set[frozenset] = set()
-        self._serial = itertools.count(1)  # next() on it is one C call: thread-safe
+        self._namer = Namer()  # a lock without an explicit name is named after the code that made it
 
     # -- making locks ---------------------------------------------------------------------------
 
@@ -98,11 +94,7 @@ class Checker:
 
     def _make(self, cls, name, frame):
         created = Site.of(frame)
-        if name is None:
-            m = ASSIGNED.match(created.text)
-            # the serial number tells apart several locks made on one line: `a, b = Lock(), Lock()`
-            name = m.group(1) if m else f"lock#{next(self._serial)}@{created.file.rsplit('/', 1)[-1]}:{created.line}"
-        return cls(self, name, created)
+        return cls(self, self._namer.name(frame) if name is None else name, created)
 
     @contextlib.contextmanager
     def installed(self):

@@ -42,13 +42,17 @@ BUILTIN_SERVICES = {
 def load_service(spec: str, options: dict | None = None):
     """Return the service named by ``spec``.
 
-    Raises ValueError with a one-line reason for an unknown name, a bad argument, or a
+    Raises ValueError with a one-line reason for an unknown name, a bad argument, a ``store``
+    option given to a service other than ``tickets``, or a
     ``module:Name`` that cannot be imported or does not offer ``handle``/``handle_async``.
     ``module:Name`` may name a Service subclass (instantiated with no arguments), a factory
     function, or a ready instance.
     """
     options = options or {}
     name, _, arg = spec.partition(":")
+    if options.get("store") and name != "tickets":
+        # silently ignored, it would look as if the service used the store
+        raise ValueError(f"--store is for --service tickets only, not {spec!r}")
     if name in BUILTIN_SERVICES:
         return BUILTIN_SERVICES[name](arg or None, options)
     if not arg:

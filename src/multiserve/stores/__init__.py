@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import BUYER, Snapshot, Store, StoreError, redact, violations
+from .base import BUYER_RULE, Snapshot, Store, StoreError, parse_buyer, redact, valid_buyer, violations
 
 DEFAULT_URL = "sqlite:tickets.db"
 
@@ -42,4 +42,5 @@ def open_store(url: str, **options) -> Store:
     return getattr(module, class_name)(url, **options)
 
 
-__all__ = ["BUYER", "DEFAULT_URL", "STORES", "Snapshot", "Store", "StoreError", "open_store", "redact", "violations"]
+__all__ = ["BUYER_RULE", "DEFAULT_URL", "STORES", "Snapshot", "Store", "StoreError", "open_store", "parse_buyer",
+           "redact", "valid_buyer", "violations"]

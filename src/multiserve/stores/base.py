@@ -23,12 +23,34 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
-# 1-64 printable ASCII characters without spaces: the issue's rule for a buyer's name.
-BUYER = re.compile(rb"[\x21-\x7e]{1,64}")
+# A buyer's name is at most this many characters (code points, not bytes): the issue's rule.
+BUYER_MAX_CHARS = 64
+BUYER_RULE = f"1-{BUYER_MAX_CHARS} printable characters (UTF-8), no whitespace"
+
+
+def valid_buyer(name: str) -> bool:
+    """True for 1-64 printable characters without whitespace, in any script (``用户0#号``, ``José``).
+
+    ``str.isprintable`` already refuses control and separator characters (tab, newline, NBSP,
+    U+2028) except the ASCII space, which the second test refuses. Stores keep the name as UTF-8.
+    """
+    return (0 < len(name) <= BUYER_MAX_CHARS and name.isprintable()
+            and not any(ch.isspace() for ch in name))
+
+
+def parse_buyer(raw: bytes) -> str | None:
+    """The buyer named by the bytes of a ``BUY`` line, or None if they are not a valid name
+    (invalid UTF-8 included)."""
+    if len(raw) > 4 * BUYER_MAX_CHARS:  # UTF-8 needs at most 4 bytes a character: surely too long
+        return None
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return name if valid_buyer(name) else None
 
 
 class StoreError(RuntimeError):
@@ -64,6 +86,32 @@ def file_store_path(url: str) -> tuple[str, bool]:
     return path, query != "fsync=off"
 
 
+def check_directory(name: str, path: str, *, create: bool = False) -> None:
+    """Make sure the directory that will hold the store file ``path`` exists (``create``: make it).
+
+    Never creates a directory unasked (a typo in a path must not leave a tree of directories
+    behind). Raises StoreError naming the missing directory, or the path component that is a
+    file ("not a directory"), or ``path`` itself if it is a directory.
+    """
+    if os.path.isdir(path):
+        raise StoreError(f"store {name}: {path} is a directory, not a store file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    nearest = directory
+    while not os.path.lexists(nearest):
+        nearest = os.path.dirname(nearest)
+    if not os.path.isdir(nearest):
+        raise StoreError(f"store {name}: {nearest} is not a directory")
+    if not create:
+        raise StoreError(f"store {name}: directory {directory} does not exist "
+                         "(create it, or let `multiserve tickets init --create-dir` create it)")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"store {name}: cannot create directory {directory}: {exc.strerror or exc}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     initial: int
@@ -87,7 +135,7 @@ def violations(snap: Snapshot) -> list[str]:
     outside = sorted(n for n in seen if not 1 <= n <= snap.initial)
     if outside:
         problems.append(f"{len(outside)} ticket numbers outside 1..{snap.initial} (first: {outside[:5]})")
-    nameless = sum(1 for _, b in snap.sales if not b or not BUYER.fullmatch(b.encode("utf-8", "replace")))
+    nameless = sum(1 for _, b in snap.sales if not isinstance(b, str) or not valid_buyer(b))
     if nameless:
         problems.append(f"{nameless} sales without a valid buyer")
     return problems
@@ -100,7 +148,8 @@ class Store:
         self.url = url
         self.name = redact(url)
 
-    def init(self, count: int, force: bool = False) -> None:
+    def init(self, count: int, force: bool = False, *, create_dir: bool = False) -> None:
+        """``create_dir``: a file store may create its missing parent directory (else it refuses)."""
         raise NotImplementedError
 
     def take(self, buyer: str) -> int | None:
@@ -127,6 +176,12 @@ class Store:
 
     def unreachable(self, exc: BaseException) -> StoreError:
         return StoreError(f"cannot use store {self.name}: {one_line(exc)}")
+
+    def damaged(self, path: str, what: str) -> StoreError:
+        """A store file that cannot be read as a store: even ``init --force`` will not overwrite it
+        (it may be someone else's file), so the message says how to start over."""
+        return StoreError(f"store {self.name} is damaged or not a ticket store ({what}): move {path} away "
+                          "(or delete it), then run `multiserve tickets init --store URL --count N` to start over")
 
     def refuse_wipe(self, sold: int) -> StoreError:
         return StoreError(f"store {self.name} already has {sold} sales: add --force to wipe them")

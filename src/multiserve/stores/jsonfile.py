@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 
-from .base import Snapshot, Store, file_store_path
+from .base import Snapshot, Store, check_directory, file_store_path
 
 
 class JsonStore(Store):
@@ -40,6 +40,8 @@ class JsonStore(Store):
 
     @contextlib.contextmanager
     def _locked(self):
+        if not os.path.exists(self.lock_path):  # O_CREAT below must not be the first to find out
+            check_directory(self.name, self.path)
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -56,19 +58,20 @@ class JsonStore(Store):
                 data = json.load(f)
         except FileNotFoundError:
             raise self.not_initialised() from None
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise self.damaged(self.path, f"not JSON: {exc}") from None
+        except OSError as exc:
             raise self.unreachable(exc) from None
-        if not isinstance(data, dict) or not isinstance(data.get("ticket_num"), int):
-            raise self.unreachable(ValueError("not a ticket file (no integer ticket_num)"))
+        if not isinstance(data, dict) or not isinstance(data.get("ticket_num"), int) \
+                or not isinstance(data.get("sales", []), list):
+            raise self.damaged(self.path, "no integer ticket_num or no list of sales")
         return data
 
     def _write(self, data: dict) -> None:
         write_atomically(self.path, data, fsync=self.fsync)
 
-    def init(self, count: int, force: bool = False) -> None:
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
+    def init(self, count: int, force: bool = False, *, create_dir: bool = False) -> None:
+        check_directory(self.name, self.path, create=create_dir)
         with self._locked():
             if os.path.exists(self.path):
                 sold = len(self._read().get("sales", []))
@@ -95,8 +98,12 @@ class JsonStore(Store):
     def snapshot(self) -> Snapshot:
         with self._locked():
             data = self._read()
-        sales = tuple((int(n), str(b)) for n, b in data.get("sales", []))
-        return Snapshot(int(data.get("initial", data["ticket_num"] + len(sales))), data["ticket_num"], sales)
+        try:
+            sales = tuple((int(n), str(b)) for n, b in data.get("sales", []))
+            initial = int(data.get("initial", data["ticket_num"] + len(sales)))
+        except (TypeError, ValueError):
+            raise self.damaged(self.path, "a sale is not [ticket_no, buyer]") from None
+        return Snapshot(initial, data["ticket_num"], sales)
 
 
 def write_atomically(path: str, data: dict, *, fsync: bool = True) -> None:
@@ -105,7 +112,7 @@ def write_atomically(path: str, data: dict, *, fsync: bool = True) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tickets-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
+            json.dump(data, f, separators=(",", ":"), ensure_ascii=False)  # names as UTF-8, not \u escapes
             f.flush()
             if fsync:
                 os.fsync(f.fileno())

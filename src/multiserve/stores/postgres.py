@@ -49,7 +49,10 @@ class PostgresStore(Store):
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            # client_encoding utf8: buyers' names are Unicode, and a server whose database was
+            # created SQL_ASCII (initdb under the C locale) would otherwise hand back bytes
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                   client_encoding="utf8")
         except psycopg.Error as exc:
             raise self.unreachable(exc) from None
 
@@ -62,7 +65,7 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise self.unreachable(exc) from None
 
-    def init(self, count: int, force: bool = False) -> None:
+    def init(self, count: int, force: bool = False, *, create_dir: bool = False) -> None:
         def work(conn):
             with conn.transaction():
                 conn.execute(SCHEMA)

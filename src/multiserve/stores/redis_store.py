@@ -63,7 +63,7 @@ class RedisStore(Store):
                     "acknowledged sales survive a crash only with appendonly yes, appendfsync always")
         return None
 
-    def init(self, count: int, force: bool = False) -> None:
+    def init(self, count: int, force: bool = False, *, create_dir: bool = False) -> None:
         def work(client):
             with client.pipeline(transaction=True) as pipe:
                 while True:

@@ -17,7 +17,10 @@ import os
 import sqlite3
 from urllib.parse import quote
 
-from .base import ConnectionPool, Snapshot, Store, file_store_path
+from .base import ConnectionPool, Snapshot, Store, StoreError, check_directory, file_store_path
+
+# What sqlite says of a file that is not a database, or a damaged one (SQLITE_NOTADB, SQLITE_CORRUPT).
+DAMAGED = ("file is not a database", "database disk image is malformed")
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -43,8 +46,14 @@ class SqliteStore(Store):
         self.synchronous = "FULL" if fsync else "OFF"  # OFF only to measure what durability costs
         self.pool = ConnectionPool(self._connect)
 
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        if any(text in str(exc) for text in DAMAGED):
+            return self.damaged(self.path, str(exc))
+        return self.unreachable(exc)
+
     def _connect(self) -> sqlite3.Connection:
         if not os.path.exists(self.path):  # only init creates the file
+            check_directory(self.name, self.path)  # a missing directory, said as such
             raise self.not_initialised()
         try:
             # isolation_level=None: we issue BEGIN ourselves (IMMEDIATE, not the default deferred)
@@ -53,7 +62,7 @@ class SqliteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except sqlite3.Error as exc:
-            raise self.unreachable(exc) from None
+            raise self._error(exc) from None
         return conn
 
     def _run(self, work, write: bool = True):
@@ -71,17 +80,16 @@ class SqliteStore(Store):
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 raise self.not_initialised() from None
-            raise self.unreachable(exc) from None
+            raise self._error(exc) from None
         except sqlite3.Error as exc:
-            raise self.unreachable(exc) from None
+            raise self._error(exc) from None
 
-    def init(self, count: int, force: bool = False) -> None:
-        if os.path.dirname(self.path):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    def init(self, count: int, force: bool = False, *, create_dir: bool = False) -> None:
+        check_directory(self.name, self.path, create=create_dir)
         try:
             sqlite3.connect(self.path).close()  # create the file
         except sqlite3.Error as exc:
-            raise self.unreachable(exc) from None
+            raise self._error(exc) from None
 
         def work(conn):
             for statement in SCHEMA.split(";"):

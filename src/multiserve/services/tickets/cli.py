@@ -1,8 +1,8 @@
 """``multiserve tickets init|rush|check``.
 
 Exit status: 0 when all is well; 1 when ``check`` or a rush's verification finds a broken
-invariant (``rush --unsafe`` included: the race it shows is a failure); 2 for bad arguments or an
-unusable store. Errors are one line on stderr, never a traceback.
+invariant (``rush --unsafe`` included: the race it shows is a failure), or when no server named by
+``rush --via`` answered at all; 2 for bad arguments or an unusable store. Errors are one line on stderr, never a traceback.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import sys
 
 from ...config import positive_int
+from ...loadgen.errors import by_kind
 from ...stores import DEFAULT_URL, StoreError, open_store, redact, violations
 from .rush import DEFAULT_CONNECTIONS, UNSAFE_PAUSE_SECONDS, rush
 
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=DEFAULT_URL, help=store_help)
     p.add_argument("--count", type=positive_int, required=True, help="tickets on sale")
     p.add_argument("--force", action="store_true", help="wipe existing sales")
+    p.add_argument("--create-dir", action="store_true",
+                   help="sqlite:/json: create the store file's missing directory (else init refuses)")
     p.set_defaults(_action=run_init)
 
     p = sub.add_parser("rush", help="N buyers each QUERY then BUY; verify the outcome")
@@ -69,7 +72,7 @@ def run(args) -> int:
 
 def run_init(args) -> int:
     with open_store(args.store) as store:
-        store.init(args.count, force=args.force)
+        store.init(args.count, force=args.force, create_dir=args.create_dir)
     print(f"{store.name}: {args.count} tickets on sale")
     return 0
 
@@ -90,12 +93,22 @@ def run_rush(args) -> int:
     result = rush(args.store, args.buyers, via=args.via, processes=args.processes,
                   connections=args.connections, unsafe=args.unsafe, pause=args.pause)
     s = result.summary()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"store": redact(args.store), **s,
+                       "ops": [[op.buyer, op.type, op.ticket, op.detail, op.error] for op in result.ops]},
+                      f, indent=1, ensure_ascii=False)
+    if args.via and not result.answered:
+        # Nothing was sold or refused: the summary's figures would all be zeros beside an "OK".
+        print(f"multiserve tickets rush: no server answered: {by_kind(s['errors_by_kind'])}", file=sys.stderr)
+        return 1
     where = ", ".join(f"{h}:{p}" for h, p in args.via) or "straight at the store"
     mode = " UNSAFE (no lock)" if args.unsafe else ""
     print(f"rush{mode}: {s['buyers']} buyers via {where}, {args.processes} processes, "
           f"{min(args.connections, args.buyers)} connections")
-    print(f"  sold {s['sold']} (ok {s['ok']}), sold out {s['soldout']}, errors {s['errors']} "
-          f"(info/unknown {s['info']}), left {s['left']} of {s['initial']}")
+    errors = f"errors {s['errors']}" + (f" ({by_kind(s['errors_by_kind'])})" if s["errors"] else "")
+    print(f"  sold {s['sold']} (ok {s['ok']}), sold out {s['soldout']}, {errors}, "
+          f"info/unknown {s['info']}, left {s['left']} of {s['initial']}")
     print(f"  {s['seconds']:.3f} s, {s['purchases_per_s']} purchases/s")
     if args.unsafe or s["oversold"]:
         print(f"  oversold: {s['oversold']} buyers were told SOLD for a ticket already sold")
@@ -103,8 +116,4 @@ def run_rush(args) -> int:
         print(f"  FAIL {problem}")
     if not result.problems:
         print("  OK: every ok sale is in the ledger, #ok <= sold <= #ok + #info, no ticket twice, sold + left == initial")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"store": redact(args.store), **s,
-                       "ops": [[op.buyer, op.type, op.ticket, op.detail] for op in result.ops]}, f, indent=1)
     return 1 if result.problems else 0

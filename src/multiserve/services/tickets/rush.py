@@ -18,6 +18,7 @@ within a process, over threads that each keep one connection and serve buyers in
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import multiprocessing
@@ -25,6 +26,7 @@ import socket
 import threading
 import time
 
+from ...loadgen.errors import error_kind
 from ...stores import Snapshot, open_store, violations
 from ...stores.base import file_store_path
 
@@ -36,12 +38,26 @@ REPLY_TIMEOUT_SECONDS = 30.0
 UNSAFE_PAUSE_SECONDS = 0.01
 
 
+def buyer_name(i: int) -> str:
+    """The i-th buyer's name, as the seed tutorial names its buyers: non-ASCII on purpose, so every
+    rush also checks that names travel and are stored as UTF-8."""
+    return f"用户{i}#号"
+
+
 @dataclasses.dataclass(frozen=True)
 class Op:
+    """One buyer's attempt. ``error`` is the kind of what went wrong ("" for SOLD and SOLDOUT):
+    a socket error's kind (``refused``, ``reset``, ``timeout``: :func:`~multiserve.loadgen.errors.error_kind`),
+    ``closed`` (the server closed the connection), ``ERR`` (the server refused the request),
+    ``unknown outcome`` (its store failed mid-sale), ``bad reply``, or ``store`` (straight at
+    the store). ``answered``: a server (or the store) replied at all."""
+
     buyer: str
     type: str  # "ok" | "fail" | "info"
     ticket: int | None = None
     detail: str = ""
+    error: str = ""
+    answered: bool = True
 
 
 @dataclasses.dataclass
@@ -65,12 +81,22 @@ class RushResult:
         """Buyers told SOLD beyond the tickets that left the inventory (the unsafe race)."""
         return max(0, self.count("ok") - self.sold)
 
+    @property
+    def errors_by_kind(self) -> dict[str, int]:
+        return dict(collections.Counter(op.error for op in self.ops if op.error))
+
+    @property
+    def answered(self) -> int:
+        """Attempts that got any reply: 0 means no server answered (none there, or all down)."""
+        return sum(1 for op in self.ops if op.answered)
+
     def summary(self) -> dict:
         soldout = sum(1 for op in self.ops if op.type == "fail" and op.detail == "SOLDOUT")
+        by_kind = self.errors_by_kind
         return {
             "buyers": len(self.ops), "ok": self.count("ok"), "fail": self.count("fail"),
             "info": self.count("info"), "soldout": soldout,
-            "errors": self.count("fail") - soldout + self.count("info"),
+            "errors": sum(by_kind.values()), "errors_by_kind": by_kind, "answered": self.answered,
             "sold": self.sold, "left": self.after.left, "initial": self.after.initial,
             "oversold": self.oversold, "seconds": round(self.seconds, 4),
             "purchases_per_s": round(self.count("ok") / self.seconds, 1) if self.seconds > 0 else None,
@@ -105,15 +131,20 @@ class ServerBuyer:
             left = self._line(b"QUERY\n")
         except OSError as exc:
             self._drop()
-            return Op(buyer, "fail", detail=f"before BUY: {type(exc).__name__}")
+            return Op(buyer, "fail", detail=f"before BUY: {type(exc).__name__}", error=error_kind(exc),
+                      answered=False)
         if not left.startswith(b"LEFT "):
             self._drop()
-            return Op(buyer, "fail", detail=f"QUERY answered {left[:60]!r}")
+            if not left:
+                return Op(buyer, "fail", detail="QUERY: connection closed", error="closed", answered=False)
+            kind = "ERR" if left.startswith(b"ERR ") else "bad reply"
+            return Op(buyer, "fail", detail=f"QUERY answered {left[:60]!r}", error=kind)
         try:
-            reply = self._line(b"BUY %s\n" % buyer.encode("ascii"))
+            reply = self._line(b"BUY %s\n" % buyer.encode("utf-8"))
         except OSError as exc:
             self._drop()
-            return Op(buyer, "info", detail=f"BUY sent, then {type(exc).__name__}")
+            return Op(buyer, "info", detail=f"BUY sent, then {type(exc).__name__}", error=error_kind(exc),
+                      answered=False)
         return classify(buyer, reply, self._drop)
 
     def close(self):
@@ -122,16 +153,19 @@ class ServerBuyer:
 
 def classify(buyer: str, reply: bytes, on_lost) -> Op:
     parts = reply.split()
-    if len(parts) == 3 and parts[0] == b"SOLD" and parts[2].decode("ascii", "replace") == buyer:
+    if len(parts) == 3 and parts[0] == b"SOLD" and parts[2].decode("utf-8", "replace") == buyer:
         return Op(buyer, "ok", int(parts[1]))
     if reply == b"SOLDOUT\n":
         return Op(buyer, "fail", detail="SOLDOUT")
+    text = reply.decode("utf-8", "replace").strip()
     if reply.startswith(b"ERR unknown outcome"):
-        return Op(buyer, "info", detail=reply.decode("ascii", "replace").strip())
+        return Op(buyer, "info", detail=text, error="unknown outcome")
     if reply.startswith(b"ERR "):
-        return Op(buyer, "fail", detail=reply.decode("ascii", "replace").strip())
+        return Op(buyer, "fail", detail=text, error="ERR")
     on_lost()
-    return Op(buyer, "info", detail=f"BUY answered {reply[:60]!r}" if reply else "BUY sent, connection lost")
+    if not reply:
+        return Op(buyer, "info", detail="BUY sent, connection lost", error="closed", answered=False)
+    return Op(buyer, "info", detail=f"BUY answered {reply[:60]!r}", error="bad reply")
 
 
 class StoreBuyer:
@@ -144,11 +178,11 @@ class StoreBuyer:
         try:
             self.store.left()
         except Exception as exc:
-            return Op(buyer, "fail", detail=f"QUERY: {exc}")
+            return Op(buyer, "fail", detail=f"QUERY: {exc}", error="store", answered=False)
         try:
             ticket = self.store.take(buyer)
         except Exception as exc:
-            return Op(buyer, "info", detail=f"BUY: {exc}")
+            return Op(buyer, "info", detail=f"BUY: {exc}", error="store", answered=False)
         return Op(buyer, "ok", ticket) if ticket is not None else Op(buyer, "fail", detail="SOLDOUT")
 
     def close(self):
@@ -168,7 +202,8 @@ class UnsafeBuyer:
         try:
             ticket = unsafe_buy(self.path, buyer, self.pause)
         except Exception as exc:
-            return Op(buyer, "info", detail=f"BUY: {type(exc).__name__}: {exc}")
+            return Op(buyer, "info", detail=f"BUY: {type(exc).__name__}: {exc}", error=type(exc).__name__,
+                      answered=False)
         return Op(buyer, "ok", ticket) if ticket is not None else Op(buyer, "fail", detail="SOLDOUT")
 
     def close(self):
@@ -242,7 +277,7 @@ def rush(store_url: str, buyers: int, *, via=(), processes: int = 1, connections
         raise ValueError("observe needs processes=1")
     processes = max(1, min(processes, buyers))
     connections = max(processes, min(connections, buyers))
-    names = [f"buyer-{i}" for i in range(buyers)]
+    names = [buyer_name(i) for i in range(buyers)]
     parts, first = [], 0
     for p in range(processes):
         threads = connections // processes + (1 if p < connections % processes else 0)

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 
-from ...stores import BUYER, DEFAULT_URL, StoreError, open_store
+from ...stores import BUYER_RULE, DEFAULT_URL, StoreError, open_store, parse_buyer
 from ..base import Service
 
 log = logging.getLogger("multiserve")
@@ -92,11 +92,12 @@ class TicketService(Service):
         return b"LEFT %d\n" % self.store().left()
 
     def _buy(self, arg: bytes) -> bytes:
-        if not BUYER.fullmatch(arg):
-            return _err("BUY needs a buyer: 1-64 printable characters, no spaces")
+        buyer = parse_buyer(arg)
+        if buyer is None:
+            return _err(f"BUY needs a buyer: {BUYER_RULE}")
         store = self.store()
         try:
-            ticket = store.take(arg.decode("ascii"))
+            ticket = store.take(buyer)
         except StoreError as exc:
             # The sale may have committed before the store failed: say so, so a client records
             # the attempt as unknown (Jepsen's "info"), never as surely unsold.
