@@ -17,7 +17,7 @@ from . import EXPERIMENTS, experiment
 from . import run as run_experiment
 from .common import HOLDS, Report
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 WIDE = 160  # columns when printing to a file
 LEFT = ("method", "variant", "note", "cycle", "kind")

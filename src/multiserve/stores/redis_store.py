@@ -16,7 +16,7 @@ import redis
 
 from .base import Snapshot, Store
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 # One hash tag, so the three keys stay on one slot should the server be a cluster.
 KEYS = ("{multiserve:tickets}:initial", "{multiserve:tickets}:left", "{multiserve:tickets}:sales")

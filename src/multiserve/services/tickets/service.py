@@ -18,7 +18,7 @@ import threading
 from ...stores import BUYER_RULE, DEFAULT_URL, StoreError, open_store, parse_buyer
 from ..base import Service
 
-log = logging.getLogger("multiserve")
+log = logging.getLogger(__name__)
 
 SOLDOUT = b"SOLDOUT\n"
 # Echo at most this much of an unknown command back: the reply stays one short line.
