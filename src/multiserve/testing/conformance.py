@@ -150,8 +150,8 @@ def test_in_process_serve_stops_on_stop_set(engine):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["found"] == {"replies": "ONE\nTWO\nTHREE\nLAST\n"}, proc.stderr[-3000:]
-    assert result["stats"] == [1, 4, 0]
+    assert result["found"] == {"replies": "ONE\nTWO\nTHREE\nLAST\n"}, (result, proc.stderr[-3000:])
+    assert result["stats"] == [1, 4, 0], (result, proc.stderr[-3000:])
     assert result["repr"] == "ServeStats(connections=1, requests=4, errors=0)"
     assert result["reason"] == "the test is done"
     assert "Traceback" not in proc.stderr and "stopped: connections=1 requests=4 errors=0" in proc.stderr
@@ -259,6 +259,25 @@ def test_oversized_line_gets_err_and_memory_stays_bounded(engine):
             peak = max(peak, tree_rss(srv.pid))
         # buffering the whole 20 MiB would grow it by 20 MiB; bounded framing by about the limit
         assert peak - before < 8 * limit, (before, peak)
+        assert_clean_exit(srv)
+
+
+def test_a_long_line_within_a_raised_limit_is_answered_whole(engine):
+    """8 MiB arriving in many reads: the line is assembled once (a bytearray), not re-joined on
+    every read (which made 40 MiB take 10 s); the reply is the whole line, upper-cased."""
+    size = 8 << 20
+    with running_server("--engine", engine, "--port", "0", "--max-line", str(2 * size)) as srv:
+        with srv.connect(timeout=60) as c:
+            sender = threading.Thread(target=c.sock.sendall, args=(b"x" * size + b"\n",), daemon=True)
+            sender.start()
+            got = bytearray()
+            while len(got) < size + 1:
+                chunk = c.sock.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+            sender.join(30)
+        assert len(got) == size + 1 and got[:3] == b"XXX" and got.endswith(b"X\n")
         assert_clean_exit(srv)
 
 
