@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 
-from ..session import CLOSE, FAILED, PENDING
+from ..session import CLOSE, FAILED, PENDING, SETTLED
 from . import timeouts as deadlines
 from .acceptor import Acceptor
 from .base import RECV_SIZE, Engine, ServeStats, close_with_error, describe_error, send_reply
@@ -201,7 +201,7 @@ class ThreadPoolEngine(Engine):
             session.log_error(describe_error(exc))
             self._close(channel)
             return False
-        status = session.status()
+        status = SETTLED if session.protocol.settled else session.status()
         if status == FAILED:
             session.log_error(session.error.reason)
             self._close(channel, session.error.reply)

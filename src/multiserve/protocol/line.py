@@ -13,7 +13,7 @@ Rules (the whole state machine, in one place):
 """
 from __future__ import annotations
 
-from .base import Protocol, ProtocolError
+from .base import FAILED, PENDING, SETTLED, Protocol, ProtocolError
 
 # 64 KiB: the same order as the header limits of production servers (h11 uses 16 KiB for a whole
 # header block, nginx's large_client_header_buffers 8 KiB a line); our lines are whole requests.
@@ -48,7 +48,7 @@ class LineFramer:
     quadratic: 40 MiB took 10.5 s).
     """
 
-    __slots__ = ("max_line", "partial", "failed")
+    __slots__ = ("max_line", "partial", "failed", "settled")
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE):
         if max_line < 1:
@@ -56,6 +56,7 @@ class LineFramer:
         self.max_line = max_line
         self.partial = bytearray()
         self.failed = False
+        self.settled = True  # == not (partial or failed), kept by feed, eof and _fail
 
     @property
     def pending(self) -> int:
@@ -72,7 +73,14 @@ class LineFramer:
         if not partial:
             end = len(data) - 1
             if data.find(b"\n") == end and end <= self.max_line and end >= 0:
-                return [data]  # the common case: one whole request in one chunk
+                return [data]  # the common case: one whole request in one chunk (settled stays)
+        out = self._feed_slow(data)
+        self.settled = not (self.partial or self.failed)
+        return out
+
+    def _feed_slow(self, data: bytes) -> list[bytes]:
+        partial = self.partial
+        if not partial:
             return self._feed_fresh(data)
         nl = data.find(b"\n")
         if nl < 0:
@@ -130,12 +138,14 @@ class LineFramer:
         """The unterminated last request, or None. The framer is finished afterwards."""
         rest = bytes(self.partial)
         self.partial.clear()
+        self.settled = not self.failed
         if self.failed or not rest:
             return None
         return rest
 
     def _fail(self) -> None:
         self.failed = True
+        self.settled = False
         self.partial.clear()
 
 
@@ -166,6 +176,11 @@ class LineProtocol(LineFramer, Protocol):
     @property
     def pending(self) -> int:
         return len(self.partial)
+
+    def status(self) -> int:
+        if self.error is not None:
+            return FAILED
+        return PENDING if self.partial else SETTLED  # always keep-alive
 
     def send(self, response) -> bytes:
         if type(response) is bytes:
