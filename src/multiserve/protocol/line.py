@@ -43,8 +43,9 @@ class LineFramer:
     ``eof()`` returns the final unterminated line, if any. ``pending`` is the size of the
     unfinished request (a partial request has a first-byte time: the request timeout).
 
-    The unfinished request grows in a ``bytearray`` (amortized appends), so a long line read in
-    many chunks costs time linear in its length (joining ``partial + data`` on every read was
+    The unfinished request grows in a ``bytearray`` (amortized appends; made only when a request
+    is split, so an idle connection holds no buffer), so a long line read in many chunks costs
+    time linear in its length (joining ``partial + data`` on every read was
     quadratic: 40 MiB took 10.5 s).
     """
 
@@ -54,7 +55,7 @@ class LineFramer:
         if max_line < 1:
             raise ValueError("max_line must be at least 1")
         self.max_line = max_line
-        self.partial = bytearray()
+        self.partial = b""  # a bytearray only while a request is incomplete (idle: no buffer)
         self.failed = False
         self.settled = True  # == not (partial or failed), kept by feed, eof and _fail
 
@@ -94,7 +95,7 @@ class LineFramer:
             return []
         partial += data[: nl + 1]
         first = bytes(partial)
-        partial.clear()
+        self.partial = b""
         if nl + 1 == len(data):
             return [first]
         out = [first]
@@ -108,7 +109,7 @@ class LineFramer:
             if len(data) > self.max_line:
                 self._fail()
             else:
-                self.partial += data
+                self.partial = bytearray(data)
             return []
         last = len(data) - 1
         if end == last and data.find(b"\n") == end:
@@ -131,13 +132,13 @@ class LineFramer:
             self._fail()
             return out
         if end != last:
-            self.partial += data[end + 1 :]
+            self.partial = bytearray(data[end + 1 :])
         return out
 
     def eof(self) -> bytes | None:
         """The unterminated last request, or None. The framer is finished afterwards."""
         rest = bytes(self.partial)
-        self.partial.clear()
+        self.partial = b""
         self.settled = not self.failed
         if self.failed or not rest:
             return None
@@ -146,7 +147,7 @@ class LineFramer:
     def _fail(self) -> None:
         self.failed = True
         self.settled = False
-        self.partial.clear()
+        self.partial = b""
 
 
 class LineProtocol(LineFramer, Protocol):
