@@ -110,8 +110,8 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             code = None
         if code is None:
-            what = f"the ready line, nor accepted on port {port}," if port else "the ready line"
-            raise NotReady(f"printed no {what} within {timeout:g}s")
+            accepted = f" and did not accept on port {port}" if port else ""
+            raise NotReady(f"printed no ready line{accepted} within {timeout:g}s")
         raise NotReady(f"exited {code} before ready: {self.stderr_tail()}")
 
     def _drain_stdout(self):

@@ -88,7 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args) -> Options:
     """Options from parsed arguments; ValueError with one line for an unknown engine or service."""
-    engines = {"all": list(ENGINES), "none": []}.get(args.engines) or _name_list(args.engines)
+    engines = {"all": list(ENGINES), "none": []}.get(args.engines)
+    if engines is None:
+        engines = _name_list(args.engines)
     unknown = [e for e in engines if e not in ENGINES]
     if unknown or (not engines and args.engines != "none"):
         raise ValueError(f"unknown engine(s) {', '.join(unknown) or '(none given)'}: use 'all', 'none' or some of "
