@@ -102,7 +102,8 @@ def _ci(cell) -> str:
 
 
 def _k(x: float) -> str:
-    return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
+    """Three significant figures or more: 123.4k, 1,482, 97."""
+    return f"{x / 1000:.1f}k" if x >= 10000 else f"{x:,.0f}"
 
 
 def verdicts(cells) -> list[dict]:
