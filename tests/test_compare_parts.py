@@ -134,3 +134,21 @@ def test_ratios_to_the_closest_and_the_fastest_baseline():
     assert by["thread"]["vs_baseline"] == pytest.approx(0.8)
     assert by["gevent"]["vs_baseline"] is None  # failed: no ratio
     assert by["threadingtcp"]["vs_baseline"] is None  # baselines have none
+
+
+def test_scheduler_cpu_of_a_process_matches_its_own_clock():
+    # /proc/PID/task/*/schedstat is the precise figure the sampler prefers to tick-sampled utime
+    import os
+    import time
+
+    from multiserve.compare.launcher import _scheduled_seconds
+
+    start_own, start_sched = time.process_time(), _scheduled_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    own = time.process_time() - start_own
+    sched = _scheduled_seconds(os.getpid()) - start_sched
+    assert own >= 0.05
+    assert sched == pytest.approx(own, abs=0.02)  # the same CPU, counted by the scheduler
+    assert _scheduled_seconds(2**22 + 12345) == 0.0  # no such process: nothing, no exception
