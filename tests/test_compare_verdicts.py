@@ -184,3 +184,20 @@ def test_plot_data_offsets_near_equal_series_and_says_when_nothing_succeeded():
                                           (0.5, "0.5")])
 def test_log_axes_read_plain_numbers(value, label):
     assert plain_number(value) == label
+
+
+def test_report_shows_intervals_priming_and_the_verdict_in_words():
+    from multiserve.compare import report
+
+    cells = aggregate(runs_of("asyncio", [2000, 2050, 1980]) + runs_of("thread", [1000, 1010, 990], client_pct=95.0)
+                      + runs_of("gevent", [1000, 1010, 990]))
+    machine = {"date": "2026-12-01T00:00:00+00:00", "cores": 2, "cpu": "x", "memory_gib": 1, "python": "CPython",
+               "versions": {}, "commit": "abc", "loadavg_at_start": [0, 0, 0]}
+    settings = {"command": "multiserve compare", "warmup": 0.1, "duration": 0.5, "repeat": 3, "load_processes": 1,
+                "backlog": 1024, "expect": {"upper": "upper"}, "servers": []}
+    text = report.render({"machine": machine, "settings": settings, "cells": cells, "idle": []}, {})
+    assert "- `upper` (cheap, non-blocking): at 16, asyncio is fastest, 2.01x the runner-up (95% intervals " \
+           "separate: asyncio 1,920-2,100 against gevent 975-1,025 req/s); client-bound, not ranked: thread" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 16 | **asyncio** ★"))
+    assert "| 2,010 | 1,920-2,100 |" in row and "| 10 | 300/900 | 50% |" in row
+    assert "ok, client-bound" in next(line for line in text.splitlines() if line.startswith("| 16 | thread |"))

@@ -14,7 +14,7 @@ CLIENT_BOUND_PCT = 100 * CLIENT_BOUND_SHARE
 
 WINNER = "★"
 TABLE_HEADER = ("| connections | server | req/s | 95% interval | vs baseline | p50 µs | p99 µs | p99.9 µs "
-                "| prime ms | first reply max µs | client CPU | errors | wrong replies | CPU µs/req "
+                "| prime ms | first reply p50/max µs | client CPU | errors | wrong replies | CPU µs/req "
                 "| peak RSS MiB | status |")
 
 
@@ -64,7 +64,8 @@ def _row(cell, is_winner) -> str:
             fmt_ci(cell.get("rps_ci")), vs,
             fmt_int(cell["p50_us"]), fmt_int(cell["p99_us"]), fmt_int(cell["p999_us"]),
             "–" if prime.get("time_s") is None else f"{prime['time_s'] * 1000:,.0f}",
-            fmt_int(prime.get("max_us")), fmt_pct(cell.get("client_cpu_pct")),
+            "–" if not prime else f"{fmt_int(prime.get('p50_us'))}/{fmt_int(prime.get('max_us'))}",
+            fmt_pct(cell.get("client_cpu_pct")),
             str(cell["errors"]), str(cell["mismatches"]), fmt_int(cell.get("cpu_us_per_request")),
             "–" if rss_mib is None else f"{rss_mib:.1f}", _status(cell).replace("|", "/"))
     return "| " + " | ".join(cols) + " |"
@@ -127,9 +128,10 @@ def _method(results) -> str:
     return (
         f"Each run: a fresh server (listen backlog {s.get('backlog')} for every server), then one "
         f"`multiserve.loadgen` closed-loop run: every connection is first answered once (priming: "
-        f"*prime ms* is how long connecting and priming all of them took, *first reply max* the "
-        f"slowest first reply), then {s['warmup']} s of warm-up on those same connections, then "
-        f"{s['duration']} s measured (request `hello world`), then SIGTERM and exit 0 expected. "
+        f"*prime ms* is how long connecting and priming all of them took, *first reply* the median "
+        f"and the slowest first reply), then {s['warmup']} s of warm-up on those same connections, then "
+        f"{s['duration']} s measured (request `hello world`), then SIGTERM and exit 0 expected "
+        f"(a `--server`'s exit code is recorded, not judged). "
         f"{s['repeat']} run(s) per cell, interleaved (A B C, A B C). *req/s* is the mean of the "
         f"runs and *95% interval* its Student-t interval (mean ± t·s/√runs); other numbers are "
         f"medians. CPU is the server's process tree inside the measured window only; peak RSS sums "
