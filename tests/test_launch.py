@@ -3,7 +3,6 @@ the clean stop and the kill of the whole process group. Real processes, 127.0.0.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
 import textwrap
