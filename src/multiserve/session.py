@@ -14,6 +14,10 @@ accepted connection, calls ``make_session(peer)``; then, for that connection::
     session.finish()                   # exactly once, whatever happened
 
 A reply is ``bytes`` or, for a streamed response, an iterable of byte pieces written in order.
+A protocol's :class:`~multiserve.protocol.base.Interim` among the requests (HTTP's 100 Continue)
+is answered with its own bytes, without the service, and not counted. A streamed reply whose
+pieces raise (a WSGI body failing midway) ends there: the error is logged like a ``handle`` error
+and the protocol, which saw it pass, decides what the connection does (HTTP closes it).
 Every call path (inline, thread pool, process pool, coroutine) goes through the same counting,
 the same error wrapping and the same replies: a service that raises, or returns something that
 is not a reply, costs that request the protocol's "service error" reply and one log line (its
@@ -25,6 +29,7 @@ import logging
 import threading
 import traceback
 
+from .protocol.base import Interim
 from .services.base import Connection, has_async_handle, has_sync_handle, overrides
 
 log = logging.getLogger(__name__)
@@ -209,6 +214,8 @@ class Session:
     # -- answering --------------------------------------------------------------------------
     def answer(self, request):
         """The reply to ``request``, computed on the calling thread (which it may block)."""
+        if type(request) is Interim:
+            return request.wire
         self.requests += 1
         try:
             reply = self._call(request, self.conn)
@@ -232,6 +239,8 @@ class Session:
 
     async def answer_async(self, request, pools: Pools):
         """The reply to ``request`` on an event loop: awaited, or run in ``pools``."""
+        if type(request) is Interim:
+            return request.wire
         self.requests += 1
         plan = self.plan
         try:
@@ -256,11 +265,23 @@ class Session:
         """The protocol's wire form of ``reply``; a reply the protocol cannot send (a ``str``
         where bytes are due) is the service's error, named by its type."""
         try:
-            return self.protocol.send(reply)
+            wire = self.protocol.send(reply)
         except TypeError as exc:
             log.error("service handle() for %s returned %s: %s; sent the service error reply",
                       describe_peer(self.conn.peer), type(reply).__name__, exc)
             return self.protocol.error_reply("service error")
+        if type(wire) in (bytes, list, tuple):
+            return wire
+        return self._guarded(wire)
+
+    def _guarded(self, pieces):
+        """A streamed reply's pieces; an exception from them is the service's, logged here, and
+        ends the stream (never the engine's write loop)."""
+        try:
+            yield from pieces
+        except Exception as exc:
+            self.errored = 1
+            self._log_service_error("response body", exc)
 
     def _run_coroutine(self, request, conn):
         return run_coroutine_here(self.service.handle_async(request, conn))
