@@ -145,6 +145,8 @@ class Channel(asyncio.Protocol):
                 if self.transport.is_closing():
                     return
                 await self._write(reply)
+                if not session.keep_alive:  # the reply ended the connection (the session's contract:
+                    self.closing = True     # close once the replies are written), e.g. HTTP's close
                 self.last_active = server.loop.time()
                 if server.on_request is not None:
                     server.on_request(1)
