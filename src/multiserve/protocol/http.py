@@ -232,6 +232,7 @@ class HTTPProtocol(Protocol):
                     length = int(value)
                 except ValueError:
                     raise TypeError(f"bad content-length {value!r}") from None
+                continue  # written below, once
             elif lower in HOP_BY_HOP:
                 if lower == b"connection" and b"close" in _tokens([value]):
                     app_closes = True
