@@ -143,7 +143,7 @@ class HTTPProtocol(Protocol):
     name = "http"
     __slots__ = ("max_header", "max_body", "date", "_parser", "_out", "_error", "_stopped",
                  "_closing", "_owed", "_answered", "_in_head", "_head_bytes", "_url", "_headers",
-                 "_body", "_body_size", "_partial", "_keep", "_cut")
+                 "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes")
 
     def __init__(self, max_header: int = DEFAULT_MAX_HEADER, max_body: int = DEFAULT_MAX_BODY, date=None):
         self.max_header = max_header
@@ -160,7 +160,7 @@ class HTTPProtocol(Protocol):
         self._answered = 0
         self._partial = False   # a request has begun and is not complete
         self._in_head = False   # ... and its headers are not complete
-        self._head_bytes = 0
+        self._head_bytes = self._seen_bytes = 0
         self._url = b""
         self._headers = []
         self._body = None
@@ -193,7 +193,7 @@ class HTTPProtocol(Protocol):
             # the head is incomplete (a read in which the head began counts what its callbacks
             # saw; the rest of that read is at most one read, so memory stays within
             # max_header + one read).
-            self._head_bytes = self._head_bytes + len(data) if head_continues else self._head_bytes
+            self._head_bytes = self._head_bytes + len(data) if head_continues else self._seen_bytes
             if self._head_bytes > self.max_header:
                 self._refuse(431, f"request line and headers over {self.max_header} bytes")
         return out
@@ -375,7 +375,7 @@ class HTTPProtocol(Protocol):
     # -- httptools callbacks (called inside feed_data) ------------------------------------------
     def on_message_begin(self):
         self._partial = self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes = self._seen_bytes = 0
         self._url = b""
         self._headers = []
         self._body = None
@@ -383,15 +383,16 @@ class HTTPProtocol(Protocol):
 
     def on_url(self, url: bytes):
         self._url += url
-        self._head_bytes += len(url)
-        if self._head_bytes > self.max_header:
+        self._seen_bytes += len(url)
+        if self._seen_bytes > self.max_header:
             raise Refused(431, f"request line and headers over {self.max_header} bytes")
 
     def on_header(self, name: bytes, value: bytes):
-        self._headers.append((name.lower(), value))
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.max_header:
+        self._seen_bytes += len(name) + len(value) + 4  # trailers count too: they are held as well
+        if self._seen_bytes > self.max_header:
             raise Refused(431, f"request line and headers over {self.max_header} bytes")
+        if self._in_head:  # a chunked body's trailer fields are dropped (RFC 9110 6.5.1 lets us)
+            self._headers.append((name.lower(), value))
 
     def on_headers_complete(self):
         self._in_head = False
