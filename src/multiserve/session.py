@@ -17,7 +17,9 @@ A reply is ``bytes`` or, for a streamed response, an iterable of byte pieces wri
 A protocol's :class:`~multiserve.protocol.base.Interim` among the requests (HTTP's 100 Continue)
 is answered with its own bytes, without the service, and not counted. A streamed reply whose
 pieces raise (a WSGI body failing midway) ends there: the error is logged like a ``handle`` error
-and the protocol, which saw it pass, decides what the connection does (HTTP closes it).
+and the protocol, which saw it pass, decides what the connection does (HTTP closes it). On an
+event loop (``answer_async``), a blocking service's streamed reply is an async iterable whose
+pieces are pulled on the thread pool, so the service's code never runs on the loop.
 Every call path (inline, thread pool, process pool, coroutine) goes through the same counting,
 the same error wrapping and the same replies: a service that raises, or returns something that
 is not a reply, costs that request the protocol's "service error" reply and one log line (its
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 _loops = threading.local()
 # (exception type, file, line) of service errors already logged with their traceback
 _seen_errors: set = set()
+_DONE = object()  # the end of a streamed reply pulled on a thread pool
 
 
 def run_coroutine_here(coro):
@@ -259,7 +262,38 @@ class Session:
             return self._service_failed(exc)
         if self._passes and type(reply) is bytes:
             return reply
-        return self._send(reply)
+        wire = self._send(reply)
+        if plan.blocking and type(wire) not in (bytes, list, tuple):
+            return self._pulled_in(wire, pools.threads)
+        return wire
+
+    async def _pulled_in(self, pieces, threads):
+        """A blocking service's streamed reply on an event loop: each piece is pulled on
+        ``threads``, where the service's code runs (a WSGI body's generator may block between
+        pieces), never on the loop; an async iterable the engine writes as it comes. If the
+        engine stops early (the client left), the stream is closed on ``threads`` too, once the
+        piece being pulled is in (a generator cannot be closed while it runs)."""
+        import asyncio  # only on event-loop engines
+
+        iterator = iter(pieces)
+        pulling = None
+        try:
+            while True:
+                pulling = threads.submit(next, iterator, _DONE)
+                piece = await asyncio.wrap_future(pulling)
+                if piece is _DONE:
+                    return
+                yield piece
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    if pulling is not None and not pulling.done():
+                        pulling.add_done_callback(lambda _: threads.submit(close))
+                    else:
+                        threads.submit(close)
+                except RuntimeError:  # the pool is shut down (the server is stopping)
+                    pass
 
     def _send(self, reply):
         """The protocol's wire form of ``reply``; a reply the protocol cannot send (a ``str``

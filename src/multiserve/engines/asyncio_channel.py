@@ -159,9 +159,17 @@ class Channel(asyncio.Protocol):
             self._close_now()
 
     async def _write(self, reply) -> None:
-        """Write a reply; a streamed one piece by piece, waiting while the client is slow."""
+        """Write a reply (bytes, or an iterable or async iterable of pieces); a streamed one piece
+        by piece, waiting while the client is slow."""
         if type(reply) is bytes:
             self.transport.write(reply)
+            return
+        if hasattr(reply, "__aiter__"):  # pieces produced off the loop (session.answer_async)
+            async for piece in reply:
+                self.transport.write(piece)
+                if self.write_paused_at is not None:
+                    self.drained = self.server.loop.create_future()
+                    await self.drained
             return
         for piece in reply:
             self.transport.write(piece)

@@ -308,6 +308,18 @@ def test_blocking_requests_overlap_and_errors_do_not_disturb_others(engine, tmp_
     assert "requests=14 errors=0" in err, err[-2000:]
 
 
+def test_a_streamed_body_that_blocks_does_not_stall_other_clients(engine, tmp_path):
+    """The body's generator blocks between pieces until another client's request arrives: it must
+    run where blocking code runs (never on an event loop), or that request is never read."""
+    with http_server(engine) as srv:
+        with HTTPClient(srv.host, srv.port, timeout=30) as a, HTTPClient(srv.host, srv.port) as b:
+            a.request("GET", f"/stream-wait?dir={tmp_path}")
+            assert a.recv_raw(b"first\n").startswith(b"HTTP/1.1 200 OK\r\n")
+            b.request("GET", f"/touch?dir={tmp_path}")
+            assert b.reply().body == b"touched"
+            assert a.recv_raw(b"0\r\n\r\n").endswith(b"second\n\r\n0\r\n\r\n")
+
+
 # -- a real client ----------------------------------------------------------------------------
 
 def _curl() -> str:

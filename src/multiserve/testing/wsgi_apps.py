@@ -96,6 +96,24 @@ def app(environ, start_response):
             time.sleep(0.01)
         start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
         return [b"barrier not met: requests did not overlap"]
+    if path == "/stream-wait":  # first piece, then blocks until /touch made dir/go, then the rest
+        go = os.path.join(q["dir"], "go")
+
+        def pieces():
+            yield b"first\n"
+            for _ in range(2000):  # 20 s at most
+                if os.path.exists(go):
+                    yield b"second\n"
+                    return
+                time.sleep(0.01)
+            yield b"gave up waiting\n"
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return pieces()
+    if path == "/touch":
+        open(os.path.join(q["dir"], "go"), "w").close()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"touched"]
     if path == "/no-content":
         start_response("204 No Content", [])
         return []
