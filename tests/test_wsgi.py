@@ -137,3 +137,24 @@ def test_cli_refuses_http_without_an_app_in_one_line():
         with running_server("--port", "0", "--protocol", "http", ready_timeout=15):
             pass
     assert "add --app module:name" in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_readme_example_app(tmp_path):
+    """examples/hello_wsgi.py, served as the README shows."""
+    import os
+
+    from multiserve.testing.http_client import HTTPClient
+    from multiserve.testing.server_process import running_server
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with running_server("--port", "0", "--protocol", "http", "--app", "examples.hello_wsgi:app",
+                        "--engine", "threadpool", cwd=root) as srv:
+        with HTTPClient(srv.host, srv.port) as c:
+            c.request("GET", "/")
+            assert c.reply().body == b"hello\n"
+            c.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nsome\r\n0\r\n\r\n")
+            assert c.reply().body == b"some"
+            c.request("GET", "/stream?n=3")
+            r = c.reply()
+            assert r.body == b"line 0\nline 1\nline 2\n" and r.header("transfer-encoding") == "chunked"
+        assert srv.stop(30) == 0
