@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -18,7 +19,7 @@ import pytest
 
 from ..engines import ENGINES
 from .http_client import HTTPClient
-from .server_process import running_server
+from .server_process import running_server, wait_for
 
 APP = "multiserve.testing.wsgi_apps:app"
 ENGINE_NAMES = list(ENGINES)
@@ -318,6 +319,45 @@ def test_a_streamed_body_that_blocks_does_not_stall_other_clients(engine, tmp_pa
             b.request("GET", f"/touch?dir={tmp_path}")
             assert b.reply().body == b"touched"
             assert a.recv_raw(b"0\r\n\r\n").endswith(b"second\n\r\n0\r\n\r\n")
+
+
+def test_many_keep_alive_clients(engine):
+    """100 concurrent keep-alive clients x 20 requests each: every response right, none lost."""
+    errors = []
+
+    def client(i):
+        try:
+            with HTTPClient(srv.host, srv.port, timeout=60) as c:
+                for j in range(20):
+                    c.request("GET", f"/environ?keys=QUERY_STRING&c={i}&r={j}")
+                    assert c.reply().body == f"QUERY_STRING=keys=QUERY_STRING&c={i}&r={j}".encode()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    with http_server(engine) as srv:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        err = stop_cleanly(srv)
+    assert not errors, errors[:5]
+    assert "connections=100 requests=2000 errors=0" in err, err[-2000:]
+
+
+def test_sigterm_finishes_the_response_in_flight_then_closes(engine, tmp_path):
+    with http_server(engine) as srv:
+        with HTTPClient(srv.host, srv.port, timeout=30) as c, HTTPClient(srv.host, srv.port) as idle:
+            idle.request("GET", "/")
+            assert idle.reply().body == b"hello"  # a keep-alive connection, idle at the stop
+            c.request("GET", f"/barrier?dir={tmp_path}&n=2&id=a")  # in the app until "b" appears
+            wait_for(lambda: (tmp_path / "a").exists(), 20, "the request to reach the app")
+            srv.proc.send_signal(signal.SIGTERM)
+            (tmp_path / "b").touch()
+            r = c.reply()
+            assert (r.status, r.body) == (200, b"met")
+            assert c.closed(timeout=20) and idle.closed(timeout=20)
+        assert srv.proc.wait(30) == 0
 
 
 # -- a real client ----------------------------------------------------------------------------
