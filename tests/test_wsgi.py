@@ -158,3 +158,40 @@ def test_readme_example_app(tmp_path):
             r = c.reply()
             assert r.body == b"line 0\nline 1\nline 2\n" and r.header("transfer-encoding") == "chunked"
         assert srv.stop(30) == 0
+
+
+def test_asterisk_form_target():
+    seen = {}
+
+    def app(environ, start_response):
+        seen["path"] = environ["PATH_INFO"]
+        start_response("200 OK", [])
+        return [b""]
+
+    call(app, b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert seen["path"] == "*"
+
+
+def test_pipelined_streamed_replies_are_pulled_as_written():
+    """answer_all over pipelined requests: a streamed body is pulled while being written, not
+    gathered first (a large download is never held whole)."""
+    from multiserve.session import Session
+
+    pulled = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+
+        def body():
+            for i in range(3):
+                pulled.append(i)
+                yield b"x" * 10
+
+        return body()
+
+    session = Session(WSGIService(app), HTTPProtocol())
+    requests = session.receive(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n" * 2)
+    reply = session.answer_all(requests)
+    assert pulled == [0, 0]  # each app's first piece (headers are committed there), no more
+    pieces = list(reply)
+    assert pulled == [0, 0, 1, 2, 1, 2] and b"".join(pieces).count(b"HTTP/1.1 200 OK") == 2

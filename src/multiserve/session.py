@@ -27,6 +27,7 @@ traceback the first time that error is seen), never the connection.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import traceback
@@ -235,10 +236,8 @@ class Session:
         replies = [self.answer(request) for request in requests]
         if all(type(reply) is bytes for reply in replies):
             return b"".join(replies)
-        pieces = []
-        for reply in replies:
-            pieces.extend([reply] if type(reply) is bytes else reply)
-        return pieces
+        # lazily: a streamed reply among them is pulled as it is written, never held whole
+        return itertools.chain.from_iterable([reply] if type(reply) is bytes else reply for reply in replies)
 
     async def answer_async(self, request, pools: Pools):
         """The reply to ``request`` on an event loop: awaited, or run in ``pools``."""
