@@ -53,6 +53,14 @@ def run_coroutine_here(coro):
     return runner.run(coro)
 
 
+def _submit_quietly(threads, fn) -> None:
+    """``fn`` on ``threads``, unless the pool is already shut down (the server is stopping)."""
+    try:
+        threads.submit(fn)
+    except RuntimeError:
+        pass
+
+
 def call_cpu(service, request):
     """What a process pool runs (module level, so it pickles): the service without a connection."""
     return service.handle(request, None)
@@ -274,25 +282,25 @@ class Session:
         piece being pulled is in (a generator cannot be closed while it runs)."""
         import asyncio  # only on event-loop engines
 
-        iterator = iter(pieces)
+        iterator = pieces  # a generator (the session's guarded stream)
         pulling = None
         try:
             while True:
-                pulling = threads.submit(next, iterator, _DONE)
+                try:
+                    pulling = threads.submit(next, iterator, _DONE)
+                except RuntimeError:  # the pool is shut down: the server is past its grace period
+                    pulling = None
+                    break
                 piece = await asyncio.wrap_future(pulling)
                 if piece is _DONE:
-                    return
+                    return  # exhausted: nothing to close
                 yield piece
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                try:
-                    if pulling is not None and not pulling.done():
-                        pulling.add_done_callback(lambda _: threads.submit(close))
-                    else:
-                        threads.submit(close)
-                except RuntimeError:  # the pool is shut down (the server is stopping)
-                    pass
+        except BaseException:  # the engine stopped early (cancelled, or closed the stream)
+            if pulling is not None and not pulling.done():
+                pulling.add_done_callback(lambda _: _submit_quietly(threads, iterator.close))
+            else:
+                _submit_quietly(threads, iterator.close)
+            raise
 
     def _send(self, reply):
         """The protocol's wire form of ``reply``; a reply the protocol cannot send (a ``str``

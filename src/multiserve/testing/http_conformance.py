@@ -321,6 +321,19 @@ def test_a_streamed_body_that_blocks_does_not_stall_other_clients(engine, tmp_pa
             assert a.recv_raw(b"0\r\n\r\n").endswith(b"second\n\r\n0\r\n\r\n")
 
 
+def test_close_is_called_when_the_client_leaves_mid_body(engine):
+    with http_server(engine) as srv:
+        with HTTPClient(srv.host, srv.port) as c:
+            c.request("GET", "/stream?n=2000&size=65536&delay=0.005")  # 128 MiB over ~10 s
+            assert c.recv_raw(b"\r\n\r\n").startswith(b"HTTP/1.1 200 OK")
+        # the client is gone: the server's writes fail, it abandons the body and must close() it
+        with HTTPClient(srv.host, srv.port) as c:
+            c.request("GET", "/")
+            assert c.reply().body == b"hello"
+        err = stop_cleanly(srv)
+    assert "iterable closed: /stream\n" in err, err[-3000:]
+
+
 def test_many_keep_alive_clients(engine):
     """100 concurrent keep-alive clients x 20 requests each: every response right, none lost."""
     errors = []
