@@ -181,10 +181,10 @@ class HTTPProtocol(Protocol):
             self._stop_after_last()
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
-            if isinstance(refused, Refused):
-                self._refuse(refused.status, refused.reason)
-            else:
+            if not isinstance(refused, Refused):
                 raise
+            if not self._stopped:
+                self._refuse(refused.status, refused.reason)
         except httptools.HttpParserError as exc:
             if not self._stopped:
                 self._refuse(400, f"malformed request: {exc}")
