@@ -132,6 +132,52 @@ def simple_response(status: int, text: str, date: bytes, *, close: bool, head: b
     return b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head else body)
 
 
+class Framer:
+    """The wire pieces of one response body: the head goes out with the first piece, each piece
+    is chunk-framed (chunked) or cut at the Content-Length (``length``). ``frame(piece)`` returns
+    the pieces to write, or None once the Content-Length is reached (stop pulling); ``end()`` the
+    last ones; ``complete`` whether the body came out whole."""
+
+    __slots__ = ("pending", "left", "chunked", "complete")
+
+    def __init__(self, head: bytes, length, chunked: bool):
+        self.pending = head
+        self.left = length
+        self.chunked = chunked
+        self.complete = False
+
+    def frame(self, piece) -> list | None:
+        if type(piece) is not bytes:
+            if not isinstance(piece, (bytearray, memoryview)):
+                raise TypeError(f"a response body piece must be bytes, not {type(piece).__name__}")
+            piece = bytes(piece)
+        left = self.left
+        if left is not None:
+            if left <= 0:
+                return None  # past the Content-Length: the rest is not sent (PEP 3333 allows)
+            if len(piece) > left:
+                piece = piece[:left]
+            self.left = left - len(piece)
+        if not piece:
+            return []
+        pending, self.pending = self.pending, b""
+        if self.chunked:
+            size = b"%x\r\n" % len(piece)
+            if len(piece) >= JOIN_LIMIT:  # large: not copied into one object
+                self.pending = b"\r\n"
+                return [pending + size, piece]
+            piece = size + piece + b"\r\n"
+        if not pending:
+            return [piece]
+        return [pending + piece] if len(piece) < JOIN_LIMIT else [pending, piece]
+
+    def end(self) -> list:
+        self.complete = self.left is None or self.left == 0
+        tail = self.pending + (b"0\r\n\r\n" if self.chunked else b"")
+        self.pending = b""
+        return [tail] if tail else []
+
+
 def _tokens(values) -> set[bytes]:
     """The comma-separated tokens of a header's values, lower-cased and stripped."""
     return {token.strip().lower() for value in values for token in value.split(b",")}
@@ -293,6 +339,8 @@ class HTTPProtocol(Protocol):
                 return b"".join([head, *body]) if length < JOIN_LIMIT else [head, *body]
         if type(body) is bytes:
             body = [body]
+        if hasattr(body, "__aiter__"):
+            return self._astream(head, body, length, chunked, response.close)
         return self._stream(head, body, length, chunked, response.close)
 
     def error_reply(self, reason: str) -> bytes | None:
@@ -314,50 +362,34 @@ class HTTPProtocol(Protocol):
         """The pieces of a streamed response, pulled as the engine writes them. If the body
         raises, ends short of its Content-Length or is abandoned, the connection closes after it
         (a client can tell a truncated response only by the close); ``close`` always runs."""
-        complete = False
+        framer = Framer(head, length, chunked)
         try:
-            pending = head
-            left = length
             for piece in body:
-                if type(piece) is not bytes:
-                    if not isinstance(piece, (bytearray, memoryview)):
-                        raise TypeError(f"a response body piece must be bytes, not {type(piece).__name__}")
-                    piece = bytes(piece)
-                if not piece:
-                    continue
-                if left is not None:
-                    if left <= 0:
-                        break  # past the Content-Length: the rest is not sent (PEP 3333 allows)
-                    if len(piece) > left:
-                        piece = piece[:left]
-                    left -= len(piece)
-                if chunked:
-                    size = b"%x\r\n" % len(piece)
-                    if len(piece) < JOIN_LIMIT:
-                        piece = size + piece + b"\r\n"
-                    else:
-                        if pending:
-                            yield pending + size
-                        else:
-                            yield size
-                        yield piece
-                        pending = b"\r\n"
-                        continue
-                if pending:
-                    if len(piece) < JOIN_LIMIT:
-                        yield pending + piece
-                    else:
-                        yield pending
-                        yield piece
-                    pending = b""
-                else:
-                    yield piece
-            tail = b"0\r\n\r\n" if chunked else b""
-            if pending or tail:
-                yield pending + tail
-            complete = left is None or left == 0
+                out = framer.frame(piece)
+                if out is None:
+                    break
+                yield from out
+            yield from framer.end()
         finally:
-            if not complete:
+            if not framer.complete:
+                self._closing = self._stopped = self._cut = True
+            if close is not None:
+                close()
+
+    async def _astream(self, head, body, length, chunked, close):
+        """``_stream`` for a body that is an async iterable (an ASGI app's)."""
+        framer = Framer(head, length, chunked)
+        try:
+            async for piece in body:
+                out = framer.frame(piece)
+                if out is None:
+                    break
+                for wire in out:
+                    yield wire
+            for wire in framer.end():
+                yield wire
+        finally:
+            if not framer.complete:
                 self._closing = self._stopped = self._cut = True
             if close is not None:
                 close()
