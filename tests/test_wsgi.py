@@ -8,7 +8,8 @@ import pytest
 from multiserve.config import make_config
 from multiserve.protocol.http import HTTPProtocol, Response
 from multiserve.services.base import Connection
-from multiserve.wsgi import StartResponse, WSGIService, app_service
+from multiserve.apps import app_service
+from multiserve.wsgi import StartResponse, WSGIService
 
 
 def request(raw: bytes):

@@ -101,7 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
             "upper | echo | sleep:MS | cpu:MS | tickets | package.module:Name"),
     # HTTP (issue 12)
     Setting("app", "--app", None, optional(text), "HTTP: the application to serve, module:name (needs --protocol http)"),
-    Setting("interface", "--interface", "wsgi", one_of("wsgi"), "HTTP: how --app is called: wsgi (PEP 3333)"),
+    Setting("interface", "--interface", "auto", one_of("auto", "wsgi", "asgi"),
+            "HTTP: how --app is called: wsgi (PEP 3333), asgi (ASGI 3: asyncio, hybrid), auto (asgi for a coroutine function)"),
     # 64 KiB: issue 12's default, as --max-line; above h11's 16 KiB and nginx's 4 x 8 KiB
     Setting("max_header", "--max-header", 65536, positive_int,
             "HTTP: longest request line + headers, in bytes (431 past it)"),

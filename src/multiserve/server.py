@@ -54,7 +54,7 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
     if not logging.getLogger().handlers and not logging.getLogger("multiserve").handlers:
         configure_logging(config.log_level)  # embedded: the summary line is still printed
     if service is None and config.app is not None:
-        from .wsgi import app_service
+        from .apps import app_service
 
         service = app_service(config)
     elif service is None and config.protocol == "http":

@@ -72,6 +72,11 @@ def describe_peer(peer) -> str:
     return str(peer)
 
 
+class ServiceStartError(RuntimeError):
+    """The service could not start on the serving loop (``open_async`` raised): the server stops
+    (a hybrid worker exits as a boot error, so the supervisor does not restart it in a loop)."""
+
+
 class CallPlan:
     """How one service is called: decided once per service, not per request.
 
@@ -138,6 +143,23 @@ class SessionFactory:
         closer = getattr(self.service, "close", None)
         if closer is not None:
             closer()
+
+    async def open_service_async(self) -> None:
+        """On an event-loop engine, on the loop that serves, before it accepts: the service's
+        ``async open_async()`` if it has one (an ASGI app's lifespan startup)."""
+        opened = getattr(self.service, "open_async", None)
+        if opened is not None:
+            try:
+                await opened()
+            except Exception as exc:
+                raise ServiceStartError(f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError)
+                                        else str(exc)) from exc
+
+    async def close_service_async(self) -> None:
+        """The same, after the drain: ``async close_async()`` (lifespan shutdown)."""
+        closer = getattr(self.service, "close_async", None)
+        if closer is not None:
+            await closer()
 
 
 class Session:
@@ -313,7 +335,20 @@ class Session:
             return self.protocol.error_reply("service error")
         if type(wire) in (bytes, list, tuple):
             return wire
+        if hasattr(wire, "__aiter__"):
+            return self._guarded_async(wire)
         return self._guarded(wire)
+
+    async def _guarded_async(self, pieces):
+        """``_guarded`` for an async stream (an ASGI body, on an event loop)."""
+        try:
+            async for piece in pieces:
+                yield piece
+        except Exception as exc:
+            self.errored = 1
+            self._log_service_error("response body", exc)
+        finally:
+            await pieces.aclose()  # an async generator is not closed by leaving its ``async for``
 
     def _guarded(self, pieces):
         """A streamed reply's pieces; an exception from them is the service's, logged here, and

@@ -26,10 +26,7 @@ the first time) and the protocol answers 500.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import io
-import os
 import sys
 from urllib.parse import unquote_to_bytes
 
@@ -204,35 +201,3 @@ class WSGIService(Service):
         except BaseException:
             _close_quietly(result)
             raise
-
-
-def load_app(spec: str):
-    """The callable named by ``module:attr`` (gunicorn's syntax; the current directory is
-    importable). ValueError with one line when it cannot be found or is not callable."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"--app {spec!r}: expected module:name, e.g. examples.hello:app")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import app module {module_name!r}: {exc}") from None
-    try:
-        app = getattr(module, attr)
-    except AttributeError:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not callable(app):
-        raise ValueError(f"{spec} is not callable")
-    return app
-
-
-def app_service(config):
-    """The service for ``config.app`` under ``config.interface``: a :class:`WSGIService`.
-    ValueError (one line) for a bad spec, an app of the wrong kind, or an app without HTTP."""
-    if config.protocol != "http":
-        raise ValueError(f"--app serves HTTP: add --protocol http (the protocol is {config.protocol!r})")
-    app = load_app(config.app)
-    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(getattr(app, "__call__", None)):
-        raise ValueError(f"{config.app} is a coroutine function (an ASGI app?): --interface wsgi needs a WSGI callable")
-    return WSGIService(app, config.host, config.port, config.engine)

@@ -165,11 +165,14 @@ class Channel(asyncio.Protocol):
             self.transport.write(reply)
             return
         if hasattr(reply, "__aiter__"):  # pieces produced off the loop (session.answer_async)
-            async for piece in reply:
-                self.transport.write(piece)
-                if self.write_paused_at is not None:
-                    self.drained = self.server.loop.create_future()
-                    await self.drained
+            try:
+                async for piece in reply:
+                    self.transport.write(piece)
+                    if self.write_paused_at is not None:
+                        self.drained = self.server.loop.create_future()
+                        await self.drained
+            finally:  # also when cut short (the client left): the stream's clean-up runs now
+                await reply.aclose()
             return
         for piece in reply:
             self.transport.write(piece)

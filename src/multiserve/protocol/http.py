@@ -391,6 +391,9 @@ class HTTPProtocol(Protocol):
         finally:
             if not framer.complete:
                 self._closing = self._stopped = self._cut = True
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:  # leaving ``async for`` early does not close the body
+                await aclose()
             if close is not None:
                 close()
 
