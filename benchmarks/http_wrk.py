@@ -1,13 +1,14 @@
 """HTTP speed: multiserve's engines serving a WSGI app beside gunicorn's workers, under wrk.
 
 Benchmark only (never a test). Each server is pinned to core 0, wrk (Debian's package) to core 1;
-the app is examples/hello_wsgi.py (``/`` answers ``hello``). Rounds are interleaved: every server
+the apps are examples/hello_wsgi.py and hello_asgi.py (``/`` answers ``hello``). Rounds are interleaved: every server
 once per round, medians reported. The server's CPU is its whole process tree's (psutil), read
-over the measured window. gunicorn is not a dependency of multiserve: pass ``--gunicorn`` the
-path of a gunicorn installed in a separate virtualenv (with gevent for its gevent worker).
+over the measured window. gunicorn and uvicorn are not dependencies of multiserve: pass their
+paths in a separate virtualenv (gunicorn with gevent, uvicorn with httptools and uvloop).
 
+    python3 -m venv /tmp/peers && /tmp/peers/bin/pip install gunicorn gevent packaging uvicorn httptools uvloop
     flock /tmp/multiserve-bench.lock .venv/bin/python benchmarks/http_wrk.py \\
-        --gunicorn /tmp/peers/bin/gunicorn --seconds 3 --rounds 3
+        --gunicorn /tmp/peers/bin/gunicorn --uvicorn /tmp/peers/bin/uvicorn --seconds 3 --rounds 3
 """
 from __future__ import annotations
 
@@ -34,10 +35,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def servers(gunicorn: str | None) -> dict:
-    ms = [sys.executable, "-m", "multiserve", "serve", "--protocol", "http", "--app", APP, "--log-level", "warning"]
-    table = {f"multiserve {e}": ms + ["--engine", e] + (["--workers", "1", "--cpu-workers", "0"] if e == "hybrid" else [])
+ASGI_APP = "examples.hello_asgi:app"
+
+
+def servers(gunicorn: str | None, uvicorn: str | None) -> dict:
+    ms = [sys.executable, "-m", "multiserve", "serve", "--protocol", "http", "--log-level", "warning"]
+    hybrid = ["--workers", "1", "--cpu-workers", "0"]
+    table = {f"multiserve {e} WSGI": ms + ["--app", APP, "--engine", e] + (hybrid if e == "hybrid" else [])
              for e in ("asyncio", "hybrid", "threadpool", "thread", "gevent", "process")}
+    for e in ("asyncio", "hybrid"):
+        table[f"multiserve {e} ASGI"] = ms + ["--app", ASGI_APP, "--engine", e] + (hybrid if e == "hybrid" else [])
+    if uvicorn:
+        table["uvicorn (httptools, uvloop) ASGI"] = [uvicorn, "--http", "httptools", "--loop", "uvloop",
+                                                     "--log-level", "warning", "--no-access-log", ASGI_APP]
     if gunicorn:
         g = [gunicorn, "--log-level", "warning", "-w", "1"]
         table["gunicorn gthread 1x32"] = g + ["-k", "gthread", "--threads", "32", APP]
@@ -68,6 +78,8 @@ def run_one(name: str, cmd: list, seconds: float, connections: int) -> dict:
     port = free_port()
     if cmd[0].endswith("gunicorn"):
         cmd = cmd[:-1] + ["-b", f"127.0.0.1:{port}", cmd[-1]]
+    elif cmd[0].endswith("uvicorn"):
+        cmd = cmd[:-1] + ["--host", "127.0.0.1", "--port", str(port), cmd[-1]]
     else:
         cmd = cmd + ["--port", str(port)]
     server = subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -100,12 +112,13 @@ def run_one(name: str, cmd: list, seconds: float, connections: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gunicorn", help="path of a gunicorn executable (a separate virtualenv)")
+    parser.add_argument("--uvicorn", help="path of a uvicorn executable (the same virtualenv, with httptools and uvloop)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", help="comma-separated server names (substrings)")
     args = parser.parse_args()
-    table = servers(args.gunicorn)
+    table = servers(args.gunicorn, args.uvicorn)
     if args.only:
         table = {k: v for k, v in table.items() if any(s in k for s in args.only.split(","))}
     results: dict[str, list] = {name: [] for name in table}

@@ -140,16 +140,16 @@ def test_cli_refuses_http_without_an_app_in_one_line():
     assert "add --app module:name" in str(info.value) and "Traceback" not in str(info.value)
 
 
-def test_readme_example_app(tmp_path):
-    """examples/hello_wsgi.py, served as the README shows."""
+@pytest.mark.parametrize("app, engine", [("examples.hello_wsgi:app", "threadpool"), ("examples.hello_asgi:app", "asyncio")])
+def test_readme_example_apps(app, engine):
+    """examples/hello_wsgi.py and hello_asgi.py, served as the README shows."""
     import os
 
     from multiserve.testing.http_client import HTTPClient
     from multiserve.testing.server_process import running_server
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with running_server("--port", "0", "--protocol", "http", "--app", "examples.hello_wsgi:app",
-                        "--engine", "threadpool", cwd=root) as srv:
+    with running_server("--port", "0", "--protocol", "http", "--app", app, "--engine", engine, cwd=root) as srv:
         with HTTPClient(srv.host, srv.port) as c:
             c.request("GET", "/")
             assert c.reply().body == b"hello\n"

@@ -114,79 +114,22 @@ class ASGIService(Service):
 
     async def handle_async(self, request, conn) -> Response:
         loop = asyncio.get_running_loop()
-        finished = loop.create_future()  # the response is complete: receive() says disconnect
-        pieces: asyncio.Queue = asyncio.Queue(maxsize=1)
-        start = {}
-        body_given = False
-
-        async def receive():
-            nonlocal body_given
-            if not body_given:
-                body_given = True
-                return {"type": "http.request", "body": request.body, "more_body": False}
-            await asyncio.shield(finished)
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            kind = message["type"]
-            if kind == "http.response.start":
-                if start:
-                    raise RuntimeError("ASGI app sent http.response.start twice")
-                start.update(message)
-            elif kind == "http.response.body":
-                if not start:
-                    raise RuntimeError("ASGI app sent http.response.body before http.response.start")
-                if finished.done():
-                    raise RuntimeError("ASGI app sent a body after its last piece")
-                more = message.get("more_body", False)
-                await pieces.put((bytes(message.get("body", b"")), more))
-                if not more:
-                    finished.set_result(None)
-
-        app_task = loop.create_task(self.app(self.scope(request, conn), receive, send))
-        first = loop.create_task(pieces.get())
+        exchange = Exchange(loop, request.body)
+        app_task = loop.create_task(self.app(self.scope(request, conn), exchange.receive, exchange.send))
+        app_task.add_done_callback(exchange.app_done)
         try:
-            await asyncio.wait({app_task, first}, return_when=asyncio.FIRST_COMPLETED)
-            if not first.done():  # the app returned (or raised) before any body
-                app_task.result()  # raises the app's error
-                first.cancel()
-                if not start:
-                    raise RuntimeError("ASGI app returned without sending http.response.start")
-                finished.set_result(None)
-                return self._response(start, b"")
-            body, more = first.result()
-            if not more:
+            await exchange.ready  # the first body message, or the app's end
+            if exchange.more:  # streamed: the rest is pulled as the engine writes
+                return self._response(exchange.start, exchange.stream(app_task))
+            if not app_task.done():
                 await app_task  # an error up to the app's return is still a 500
-                return self._response(start, body)
+            app_task.result()
+            if exchange.start is None:
+                raise RuntimeError("ASGI app returned without sending http.response.start")
+            return self._response(exchange.start, exchange.first)
         except BaseException:
-            first.cancel()
             app_task.cancel()
             raise
-        return self._response(start, self._rest(body, pieces, app_task, finished))
-
-    @staticmethod
-    async def _rest(first, pieces, app_task, finished):
-        """The streamed body after its first piece; the app's errors surface here."""
-        try:
-            yield first
-            while True:
-                getting = asyncio.ensure_future(pieces.get())
-                await asyncio.wait({getting, app_task}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    getting.cancel()
-                    app_task.result()  # raised: the stream is cut
-                    raise RuntimeError("ASGI app returned before its last body piece")
-                body, more = getting.result()
-                if body:
-                    yield body
-                if not more:
-                    break
-            await app_task
-        finally:
-            if not finished.done():
-                finished.set_result(None)
-            if not app_task.done():
-                app_task.cancel()
 
     @staticmethod
     def _response(start, body) -> Response:
@@ -196,6 +139,96 @@ class ASGIService(Service):
             if any(c in name or c in value for c in (b"\r", b"\n", b"\0")) or b":" in name:
                 raise ValueError(f"invalid response header {name!r}: {value!r}")
         return Response(status, _reason(status), headers, body)
+
+
+class Exchange:
+    """One request's ``receive``/``send`` pair and what the app sent. ``ready`` resolves at the
+    first body message (``more``: more follow) or when the app ends; later pieces wait in a
+    one-slot queue, so the app's ``send`` waits for the engine to take each (backpressure)."""
+
+    __slots__ = ("loop", "body", "body_given", "start", "first", "more", "ready", "pieces", "finished")
+
+    def __init__(self, loop, body: bytes):
+        self.loop = loop
+        self.body = body
+        self.body_given = False
+        self.start = None
+        self.first = b""
+        self.more = False
+        self.ready = loop.create_future()
+        self.pieces = None  # an asyncio.Queue(1) once the response streams
+        self.finished = None  # what receive() waits on after the body: the response is done
+
+    async def receive(self):
+        if not self.body_given:
+            self.body_given = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        if self.finished is None:
+            self.finished = self.loop.create_future()
+            if self.ready.done() and not self.more:
+                self.finished.set_result(None)
+        await asyncio.shield(self.finished)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.start is not None:
+                raise RuntimeError("ASGI app sent http.response.start twice")
+            self.start = message
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message {kind!r} on an http scope")
+        if self.start is None:
+            raise RuntimeError("ASGI app sent http.response.body before http.response.start")
+        more = message.get("more_body", False)
+        body = bytes(message.get("body", b""))
+        if not self.ready.done():
+            self.first, self.more = body, more
+            if more:
+                self.pieces = asyncio.Queue(1)
+            self.ready.set_result(None)
+        elif self.pieces is None:
+            raise RuntimeError("ASGI app sent a body after its last piece")
+        else:
+            await self.pieces.put((body, more))
+        if not more:
+            self._finish()
+
+    def app_done(self, task) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+        elif self.pieces is not None and not self.pieces.full():
+            self.pieces.put_nowait(_DONE)  # wakes the stream if it waits for a piece
+
+    def _finish(self) -> None:
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+    async def stream(self, app_task):
+        """The streamed body: the first piece, then each one the app sends; the app's error
+        surfaces here (the stream is cut); the app is cancelled if the engine stops early."""
+        try:
+            yield self.first
+            more = True
+            while more:
+                if app_task.done() and self.pieces.empty():
+                    item = _DONE  # it ended while its last piece sat in the queue (app_done saw it full)
+                else:
+                    item = await self.pieces.get()
+                if item is _DONE:  # the app ended before its last piece
+                    app_task.result()  # raises its error
+                    raise RuntimeError("ASGI app returned before its last body piece")
+                body, more = item
+                if body:
+                    yield body
+            if not app_task.done():
+                await app_task
+            app_task.result()
+        finally:
+            self._finish()
+            if not app_task.done():
+                app_task.cancel()
 
 
 def _reason(status: int) -> str:
