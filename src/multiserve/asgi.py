@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
@@ -34,6 +35,10 @@ from .services.base import Service
 log = logging.getLogger(__name__)
 
 ASGI_ENGINES = ("asyncio", "hybrid")
+# RFC 9110 5.1 / 5.5: a field name is a token; a value has no control characters but tab (no
+# response splitting). The same checks as uvicorn's httptools protocol.
+_BAD_NAME = re.compile(rb'[\x00-\x20\x7f()<>@,;:\[\]={}\\"/?]')
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _DONE = object()
 
 
@@ -136,7 +141,7 @@ class ASGIService(Service):
         status = int(start["status"])
         headers = [(bytes(name), bytes(value)) for name, value in start.get("headers", ())]
         for name, value in headers:
-            if any(c in name or c in value for c in (b"\r", b"\n", b"\0")) or b":" in name:
+            if _BAD_NAME.search(name) or _BAD_VALUE.search(value) or not name:
                 raise ValueError(f"invalid response header {name!r}: {value!r}")
         return Response(status, _reason(status), headers, body)
 
