@@ -112,7 +112,7 @@ class ServerProcess:
         if code is None:
             accepted = f" and did not accept on port {port}" if port else ""
             raise NotReady(f"printed no ready line{accepted} within {timeout:g}s")
-        raise NotReady(f"exited {code} before ready: {self.stderr_tail()}")
+        raise NotReady(f"exited {code} before ready: {self.stderr_reason()}")
 
     def _drain_stdout(self):
         with contextlib.suppress(OSError, ValueError):
@@ -135,6 +135,15 @@ class ServerProcess:
         """The last non-empty stderr lines, joined by `` | ``: the reason a report shows."""
         tail = [line.strip() for line in self.stderr_text().splitlines() if line.strip()][-lines:]
         return " | ".join(tail) or "(no output on stderr)"
+
+    def stderr_reason(self) -> str:
+        """Why it failed: its first error line (the cause: a supervisor's last line may only say
+        "see the line above", with other workers' lines between) and its last line."""
+        lines = [line.strip() for line in self.stderr_text().splitlines() if line.strip()]
+        errors = [line for line in lines if " ERROR " in line or "Error" in line]
+        if not errors or errors[0] == lines[-1]:
+            return self.stderr_tail()
+        return f"{errors[0]} | {lines[-1]}"
 
     def terminate(self, timeout: float) -> int | None:
         """SIGTERM (unless it already exited), wait up to ``timeout``; the exit code, or None
