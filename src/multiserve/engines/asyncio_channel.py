@@ -153,7 +153,7 @@ class Channel(asyncio.Protocol):
                     return
                 await self._write(reply)
                 if not session.keep_alive:  # the reply ended the connection (the session's contract:
-                    self.closing = True     # close once the replies are written), e.g. HTTP's close
+                    self.closing = True     # close once the replies are written)
                 self.active = True
                 if server.on_request is not None:
                     server.on_request(1)

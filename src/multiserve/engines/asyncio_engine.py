@@ -124,7 +124,7 @@ class LoopServer:
         self.listener.setblocking(False)
         period = deadlines.sweep_period(self.config)
         self.loop.call_later(period, self._sweep, period)
-        await self.sessions.open_service_async()  # on this loop, before accepting (ASGI lifespan)
+        await self.sessions.open_service_async()  # on this loop, before accepting (an app's startup)
         self.start_listening()
         if ready is not None:
             ready()

@@ -130,7 +130,7 @@ class HybridWorker:
         try:
             with stop_on_signals(stop):
                 stats = loop.run_until_complete(self._serve(context, listener, pool, stop))
-        except ServiceStartError as exc:  # open_async on the loop (an ASGI lifespan startup)
+        except ServiceStartError as exc:  # open_async on the loop (an app's startup) failed
             log.error("worker %d cannot start: %s", os.getpid(), exc)
             return BOOT_ERROR
         finally:
