@@ -4,8 +4,19 @@ Modules, in the order a run uses them: ``baselines`` (the plain servers), ``laun
 sample, stop a server), ``matrix`` (cells, runs, medians), ``idle`` (the C10K check),
 ``analysis`` (ratios, winners, verdicts), ``report`` (report.md), ``plots`` (PNGs), ``runner``
 (all of it as :func:`run_compare`) and ``cli``.
-"""
-from .matrix import Cell, LoadSettings, aggregate, plan, run_matrix
-from .runner import Options, run_compare
 
-__all__ = ["Cell", "LoadSettings", "Options", "aggregate", "plan", "run_compare", "run_matrix"]
+The public names are imported on first use (PEP 562), not here: importing them eagerly imported
+``baselines`` with the package, so ``python -m multiserve.compare.baselines`` found it already
+loaded and runpy warned (RuntimeWarning: "found in sys.modules ... prior to execution").
+"""
+import importlib
+
+_WHERE = {"Cell": "matrix", "LoadSettings": "matrix", "aggregate": "matrix", "plan": "matrix",
+          "run_matrix": "matrix", "Options": "runner", "run_compare": "runner"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

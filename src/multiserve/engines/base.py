@@ -120,6 +120,13 @@ def close_with_error(sock: socket.socket, reply: bytes | None) -> None:
         sock.close()
 
 
+def set_nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY on a TCP connection (a reply leaves at once, not after Nagle's wait); a unix
+    socket connection has no such option (setting it fails with EOPNOTSUPP), and needs none."""
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def send_reply(sendall, reply) -> None:
     """Write one reply (``bytes``, or an iterable of byte pieces) with a blocking ``sendall``."""
     if type(reply) is bytes:

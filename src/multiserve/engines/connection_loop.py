@@ -14,7 +14,7 @@ import time
 
 from ..session import FAILED, PENDING, SETTLED
 from . import timeouts as deadlines
-from .base import RECV_SIZE, close_with_error, describe_error, send_reply
+from .base import RECV_SIZE, close_with_error, describe_error, send_reply, set_nodelay
 from .channels import Channel, Channels
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class ConnectionLoop:
         channel = self.channels.add(sock)
         session = self.sessions.make_session(peer)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_nodelay(sock)  # not on a unix socket
             self.timeouts.opened(sock, channel)
             greeting = session.start()
             if greeting is not None:

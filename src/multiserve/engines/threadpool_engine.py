@@ -26,7 +26,7 @@ import time
 from ..session import CLOSE, FAILED, PENDING
 from . import timeouts as deadlines
 from .acceptor import Acceptor
-from .base import RECV_SIZE, Engine, ServeStats, close_with_error, describe_error, send_reply
+from .base import RECV_SIZE, Engine, ServeStats, close_with_error, describe_error, send_reply, set_nodelay
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class ThreadPoolEngine(Engine):
         session = self.sessions.make_session(peer)
         try:
             sock.setblocking(True)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_nodelay(sock)  # not on a unix socket
             # a send that makes no progress this long fails (client not reading)
             deadlines.set_kernel_timeouts(sock, send=self.config.idle_timeout)
         except OSError as exc:

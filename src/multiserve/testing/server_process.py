@@ -13,7 +13,8 @@ import time
 
 import psutil
 
-READY = re.compile(rb"multiserve listening on (\S+):(\d+) engine=(\S+) pid=(\d+)")
+# HOST:PORT ([::1]:PORT for IPv6), or an address without a port (unix:PATH): host is then all of it
+READY = re.compile(rb"multiserve listening on (\S+?)(?::(\d+))? engine=(\S+) pid=(\d+)")
 
 
 class ServerProcess:
@@ -23,11 +24,12 @@ class ServerProcess:
     that a process or hybrid engine forked, by the group's id, never by name.
     """
 
-    def __init__(self, args, *, env=None, ready_timeout: float = 20.0, cwd=None, command=None):
+    def __init__(self, args, *, env=None, ready_timeout: float = 20.0, cwd=None, command=None, pass_fds=()):
         self.args = list(args)
         cmd = [*(command or [sys.executable, "-m", "multiserve"]), "serve", *self.args]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True,
+            pass_fds=pass_fds,
         )
         self.stderr_lines: list[bytes] = []
         self.host, self.port = self._wait_ready(ready_timeout)
@@ -46,7 +48,10 @@ class ServerProcess:
             buf += chunk
             m = READY.search(buf)
             if m:
-                return m.group(1).decode(), int(m.group(2))
+                host = m.group(1).decode()
+                if m.group(2) is None:
+                    return host, None
+                return host.removeprefix("[").removesuffix("]"), int(m.group(2))
         self.kill()
         err = self.proc.stderr.read().decode(errors="replace")
         raise RuntimeError(f"server {' '.join(self.args)} did not become ready: {buf!r} {err[-2000:]}")
@@ -55,8 +60,9 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def connect(self, timeout: float = 10.0) -> "Client":
-        return Client(self.host, self.port, timeout=timeout)
+    def connect(self, timeout: float = 10.0, tls=None) -> "Client":
+        """A client of this server (a unix socket's too); ``tls``: an ``ssl.SSLContext``."""
+        return Client(self.host, self.port, timeout=timeout, tls=tls)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait; returns the exit code. Kills the group if it does not exit."""
@@ -82,10 +88,11 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None, command=None):
+def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None, command=None, pass_fds=()):
     """``with running_server("--engine", "thread") as srv:`` ... always killed at the end.
-    ``command`` replaces ``python -m multiserve`` (e.g. the console script)."""
-    server = ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd, command=command)
+    ``command`` replaces ``python -m multiserve`` (e.g. the console script); ``pass_fds``: the
+    descriptors the server inherits (``--bind fd://N``, socket activation)."""
+    server = ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd, command=command, pass_fds=pass_fds)
     try:
         yield server
     finally:
@@ -98,8 +105,21 @@ def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None, comma
 class Client:
     """A blocking line client with a timeout on every call."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int | None, timeout: float = 10.0, tls=None):
+        """``port`` None: ``host`` is ``unix:PATH``. ``tls``: an ``ssl.SSLContext`` to wrap the
+        connection in (handshake included, within ``timeout``)."""
+        if port is None and host.startswith("unix:"):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(host[len("unix:"):])
+            except OSError:
+                self.sock.close()
+                raise
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=None if port is None else host)
         self.buf = b""
 
     def send(self, data: bytes) -> None:
