@@ -32,6 +32,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (where to look next included) instead
+    of the usage block, which for ``serve`` is twenty lines above the one that matters."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def subparsers(parser: argparse.ArgumentParser):
     """Every parser under ``parser`` (subcommands of subcommands included), ``parser`` first."""
     yield parser
@@ -46,7 +54,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     others' modules are not imported)."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="multiserve", formatter_class=HelpFormatter,
+    parser = Parser(prog="multiserve", formatter_class=HelpFormatter,
                                      description="One TCP handler under every Python concurrency model, "
                                                  "measured side by side.")
     parser.add_argument("--version", action="version", version=f"multiserve {__version__}")

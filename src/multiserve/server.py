@@ -17,6 +17,7 @@ from .services import load_service
 from .session import SessionFactory
 from .sockets import open_listener
 from .stop import Stop, stop_on_signals
+from .tls import server_context
 
 log = logging.getLogger(__name__)
 # Engines whose workers open and close the service themselves, after their fork.
@@ -61,7 +62,8 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
     if isinstance(service, str):
         service = load_service(service, {"store": config.store})
     sessions = SessionFactory(service, protocol_factory(config.protocol, config))
-    engine_obj = engine_class(config.engine)(config)
+    # before binding: a certificate that cannot be used is one error line, and nothing listens
+    engine_obj = engine_class(config.engine)(config, tls=server_context(config))
     bound = open_listener(config)
     listener, address = bound.sock, bound.address
     if config.reuse_port and config.engine == "hybrid" and address.kind != "tcp":
@@ -70,7 +72,7 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
 
     def ready():
         if on_ready is None:
-            print(ready_line(str(address), None, config.engine), flush=True)
+            print(ready_line(str(address), None, config.engine) + (" tls" if engine_obj.tls else ""), flush=True)
         elif address.kind == "tcp":
             on_ready(address.host, address.port)
         else:

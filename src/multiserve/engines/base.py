@@ -20,6 +20,11 @@ What the caller provides, and may rely on:
     a :class:`~multiserve.stop.Stop`, set on SIGTERM/SIGINT (or by a test). The caller installed
     the signal handlers; an engine installs none for stopping (an engine that forks makes its own
     in the child, see ``multiserve.stop``).
+``tls`` (given to ``__init__``)
+    None, or the server's ``ssl.SSLContext``: the engine serves every accepted connection through
+    it (``multiserve.tls`` says how each kind of engine does), its handshake bounded by
+    ``config.request_timeout``, a failed handshake costing one log line and counted as that
+    connection's error.
 
 What an engine implements: ``serve``, which returns a :class:`ServeStats` after a graceful drain
 (stop accepting, answer what was received, finish in-flight requests within ``config.grace``,
@@ -46,8 +51,9 @@ class Engine:
 
     name = "?"
 
-    def __init__(self, config):
+    def __init__(self, config, tls=None):
         self.config = config
+        self.tls = tls
 
     def serve(self, listener: socket.socket, sessions, *, ready, stop) -> "ServeStats":
         raise NotImplementedError
