@@ -9,10 +9,12 @@ import sys
 import pytest
 
 from multiserve.compare import LoadSettings, Options, run_compare
+from multiserve.compare.baselines import BASELINES
 from multiserve.compare.report import TABLE_HEADER
 
 CELL_FIELDS = {"service", "engine", "baseline", "connections", "rps", "p50_us", "p99_us", "p999_us", "errors",
-               "mismatches", "cpu_s", "rss_kib", "status", "reason"}
+               "mismatches", "cpu_s", "rss_kib", "status", "reason", "rps_ci", "prime", "client_cpu_pct",
+               "client_bound", "kind", "expect"}
 MACHINE_FIELDS = {"cores", "python", "versions", "date", "commit"}
 
 
@@ -52,7 +54,7 @@ def check_report_matches(out, results):
         if cell["status"] == "ok":
             assert row["req/s"] == f"{cell['rps']:,.0f}"
             assert row["p99 µs"] == f"{cell['p99_us']:,.0f}"
-            assert row["status"] == "ok"
+            assert row["status"].split(",")[0] == "ok"  # "ok, client-bound" when the client was the limit
         else:
             assert row["status"].startswith("failed:")
             assert row["req/s"] == "–"
@@ -63,7 +65,7 @@ def check_report_matches(out, results):
 def test_tiny_matrix_writes_results_report_and_plots(tmp_path):
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "multiserve", "compare", "--engines", "thread,asyncio", "--services", "upper",
-           "--connections", "4", "--duration", "1", "--warmup", "0.2", "--no-baselines",
+           "--connections", "4", "--duration", "1", "--warmup", "0.2", "--no-baselines", "--repeat", "1",
            "--load-processes", "1", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -86,9 +88,18 @@ def test_tiny_matrix_writes_results_report_and_plots(tmp_path):
 
     check_report_matches(out, results)
     report = (out / "report.md").read_text()
-    best = max(cells, key=lambda c: c["rps"])
-    assert f"**{best['engine']}** ★" in report
-    assert f"{best['engine']} wins at 4 connections" in report
+    # one run per cell: no interval, so no winner is claimed, and the report says why
+    assert results["verdicts"] == [{"service": "upper", "connections": 4, "winner": None,
+                                    "tied_with": results["verdicts"][0]["tied_with"],
+                                    "ratio": results["verdicts"][0]["ratio"],
+                                    "confidence": "one run per cell: no interval, so no claim (use --repeat 3 or more)",
+                                    "client_bound": results["verdicts"][0]["client_bound"]}]
+    assert "★" not in report.split("## Verdicts")[1]
+    assert "no interval, so no claim" in report
+    for cell in cells:
+        assert cell["prime"]["time_s"] > 0 and cell["prime"]["max_us"] > 0
+        assert 0 < cell["client_cpu_pct"] <= 100 and isinstance(cell["client_bound"], bool)
+        assert cell["raw"][0]["prime"]["primed"] == 4
     for name in ("upper-rps.png", "upper-p99.png"):
         width, height = png_size(out / name)
         assert width >= 300 and height >= 200
@@ -129,3 +140,62 @@ def test_bad_input_is_one_clear_line(tmp_path, argv, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+# A server multiserve knows nothing about: prints nothing, listens on argv[1], answers each line
+# as the service argv[2] would (echo, else upper), one thread per client; exits 3 on SIGTERM.
+FOREIGN_SERVER = '''
+import signal, socketserver, sys
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
+echo = sys.argv[2] == "echo"
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line if echo else line.upper())
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+
+@pytest.mark.timeout(180)
+def test_engines_none_measures_a_foreign_server_as_an_engine(tmp_path):
+    script = tmp_path / "foreign.py"
+    script.write_text(FOREIGN_SERVER)
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "multiserve", "compare", "--engines", "none", "--no-baselines",
+           "--server", f"foreign={sys.executable} {script} {{port}} {{service}}",
+           "--services", "upper,echo", "--connections", "3", "--duration", "0.3", "--warmup", "0",
+           "--repeat", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    cells = results["cells"]
+    assert [(c["service"], c["engine"], c["kind"]) for c in cells] == [("upper", "foreign", "server"),
+                                                                        ("echo", "foreign", "server")]
+    for cell in cells:
+        assert cell["status"] == "ok", cell["reason"]
+        assert cell["rps"] > 0 and cell["mismatches"] == 0 and cell["cpu_s"] > 0
+        assert cell["exit_codes"] == [3]  # recorded, not a failed cell
+        assert cell["prime"]["max_us"] > 0 and len(cell["rps_ci"]) == 2
+    assert [c["expect"] for c in cells] == ["upper", "echo"]
+    assert results["settings"]["servers"] == [["foreign", f"{sys.executable} {script} {{port}} {{service}}"]]
+    assert [v["tied_with"] for v in results["verdicts"]] == [["foreign"], ["foreign"]]
+    report = (out / "report.md").read_text()
+    assert report.count("| 3 | foreign |") == 2 and report.count("ok, exit 3 after SIGTERM") == 2
+
+
+@pytest.mark.timeout(180)
+def test_echo_cells_succeed_on_engines_and_baselines(tmp_path):
+    options = Options(engines=["thread"], services=["echo"], connections=[2],
+                      load=LoadSettings(duration=0.3, warmup=0.0, processes=1), baselines=True, out=tmp_path)
+    results = run_compare(options)
+    assert {c["engine"] for c in results["cells"]} == {"thread", *BASELINES}  # uvloop-protocol serves echo
+    for cell in results["cells"]:
+        assert cell["status"] == "ok", (cell["engine"], cell["reason"])
+        assert cell["expect"] == "echo" and cell["mismatches"] == 0
+        assert cell["raw"][0]["requests"] > 0

@@ -1,4 +1,5 @@
-"""The parts of ``multiserve compare``: baselines, the sampler, the idle check, medians and verdicts."""
+"""The parts of ``multiserve compare``: baselines, the sampler, the idle check, means and ratios.
+(Intervals and verdicts: tests/test_compare_verdicts.py.)"""
 from __future__ import annotations
 
 import socket
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 from multiserve.compare import aggregate
-from multiserve.compare.analysis import add_ratios, verdict
+from multiserve.compare.analysis import add_ratios
 from multiserve.compare.baselines import BASELINES, CLOSEST_BASELINE
 from multiserve.compare.idle import idle_check, raise_open_file_limit
 from multiserve.compare.launcher import Server, ServerFailed, TreeSampler, baseline_command
@@ -104,21 +105,25 @@ def run(engine, rps, status="ok", connections=16, baseline=False, errors=0, repe
             "status": status, "reason": "" if status == "ok" else "exit 1 after SIGTERM: boom", "repeat": repeat}
 
 
-def test_aggregate_takes_medians_spread_and_keeps_failures():
-    runs = [run("asyncio", 100.0, repeat=0), run("asyncio", 300.0, repeat=1), run("asyncio", 200.0, repeat=2),
+def test_aggregate_takes_means_intervals_spread_and_keeps_failures():
+    runs = [run("asyncio", 100.0, repeat=0), run("asyncio", 330.0, repeat=1), run("asyncio", 200.0, repeat=2),
             run("thread", 50.0, repeat=0), run("thread", 0, status="failed", errors=3, repeat=1)]
     cells = {c["engine"]: c for c in aggregate(runs)}
     a = cells["asyncio"]
-    assert a["rps"] == 200.0 and a["rps_min"] == 100.0 and a["rps_max"] == 300.0
-    assert a["spread_pct"] == pytest.approx(100.0)
+    assert a["rps"] == pytest.approx(210.0) and a["rps_median"] == 200.0
+    assert a["rps_min"] == 100.0 and a["rps_max"] == 330.0
+    # t(0.975, 2) = 4.303; s = 115.33 over sqrt(3): half-width 286.5, the low end clipped at 0
+    assert a["rps_ci"] == [0.0, pytest.approx(210.0 + 4.303 * 115.3256 / 3 ** 0.5, rel=1e-4)]
+    assert a["spread_pct"] == pytest.approx(100.0 * 230 / 210)
     assert a["status"] == "ok" and a["runs"] == 3 and len(a["raw"]) == 3
     t = cells["thread"]
     assert t["status"] == "failed" and t["errors"] == 3
     assert t["reason"] == "1 of 2 runs failed: exit 1 after SIGTERM: boom"
-    assert t["rps"] == 50.0  # the median of the runs that succeeded
+    assert t["rps"] == 50.0  # the mean of the runs that succeeded
+    assert t["rps_ci"] is None  # one successful run: no interval
 
 
-def test_ratios_winner_and_verdict():
+def test_ratios_to_the_closest_and_the_fastest_baseline():
     cells = aggregate([run("asyncio", 300.0), run("thread", 100.0), run("gevent", 0, status="failed"),
                        run("asyncio-streams", 200.0, baseline=True), run("threadingtcp", 125.0, baseline=True),
                        run("uvloop-protocol", 400.0, baseline=True)])
@@ -129,6 +134,21 @@ def test_ratios_winner_and_verdict():
     assert by["thread"]["vs_baseline"] == pytest.approx(0.8)
     assert by["gevent"]["vs_baseline"] is None  # failed: no ratio
     assert by["threadingtcp"]["vs_baseline"] is None  # baselines have none
-    # baselines never win; failed cells are not the runner-up
-    assert verdict(cells, "upper", 2) == ("upper (cheap, non-blocking): asyncio wins at 16 connections "
-                                          "by 3.0x over thread (at 16), on 2 cores.")
+
+
+def test_scheduler_cpu_of_a_process_matches_its_own_clock():
+    # /proc/PID/task/*/schedstat is the precise figure the sampler prefers to tick-sampled utime
+    import os
+    import time
+
+    from multiserve.compare.launcher import _scheduled_seconds
+
+    start_own, start_sched = time.process_time(), _scheduled_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    own = time.process_time() - start_own
+    sched = _scheduled_seconds(os.getpid()) - start_sched
+    assert own >= 0.05
+    assert sched == pytest.approx(own, abs=0.02)  # the same CPU, counted by the scheduler
+    assert _scheduled_seconds(2**22 + 12345) == 0.0  # no such process: nothing, no exception

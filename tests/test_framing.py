@@ -11,6 +11,8 @@ def frame(chunks, max_line=65536):
     lines = []
     for chunk in chunks:
         lines.extend(framer.feed(chunk))
+        # the hot path's shortcut agrees with the state it stands for
+        assert framer.settled == (not framer.partial and not framer.failed)
         if framer.failed:
             return lines, None, True
     return lines, framer.eof(), False

@@ -7,9 +7,11 @@ accepted connection, calls ``make_session(peer)``; then, for that connection::
     requests = session.receive(data)   # after every read; [] until a request is complete
     reply = session.answer(request)    # on the engine's call path, in order (or answer_all,
                                        # or ``await session.answer_async(request, pools)``)
-    session.error                      # a ProtocolError after a receive: send .reply, close
-    session.pending                    # bytes of a request begun (the request timeout runs)
-    session.keep_alive                 # False: close once the replies are written
+    session.status()                   # after a receive: SETTLED, PENDING (a request begun: the
+                                       # request timeout runs), FAILED (send session.error.reply,
+                                       # close) or CLOSE (not keep-alive: close once written);
+                                       # session.protocol.settled (a plain attribute) is True
+                                       # when it would say SETTLED: the hot path reads that
     requests = session.receive_eof()   # the client finished sending
     session.finish()                   # exactly once, whatever happened
 
@@ -25,12 +27,11 @@ import logging
 import threading
 import traceback
 
+from .protocol.base import CLOSE, FAILED, PENDING, SETTLED  # noqa: F401  (engines read them here)
 from .services.base import Connection, has_async_handle, has_sync_handle, overrides
 
 log = logging.getLogger(__name__)
 
-# Session.status()
-SETTLED, PENDING, FAILED, CLOSE = range(4)
 _loops = threading.local()
 # (exception type, file, line) of service errors already logged with their traceback
 _seen_errors: set = set()
@@ -133,7 +134,7 @@ class Session:
     (``log_error``), so every engine adds the same numbers to the summary.
     """
 
-    __slots__ = ("service", "protocol", "conn", "plan", "requests", "errored", "receive", "inline",
+    __slots__ = ("service", "protocol", "conn", "plan", "requests", "errored", "receive", "status", "inline",
                  "_call", "_passes", "_started", "_finished")
 
     def __init__(self, service, protocol, peer=None, plan: CallPlan | None = None):
@@ -143,7 +144,10 @@ class Session:
         self.plan = plan = plan or CallPlan(service)
         self.requests = 0
         self.errored = 0
-        self.receive = protocol.receive_data  # the hot path: the protocol's own method
+        self.receive = protocol.receive_data  # the hot path: the protocol's own methods
+        # after a receive: SETTLED, PENDING (a request begun), FAILED (send error.reply, close)
+        # or CLOSE (not keep-alive: close once the replies are written)
+        self.status = protocol.status
         # every request may be answered where its bytes arrived (see can_answer_inline)
         self.inline = plan.inline and plan.cpu_bound_for is None
         self._call = service.handle if plan.sync else self._run_coroutine
@@ -191,17 +195,6 @@ class Session:
     def error(self):
         """None, or the :class:`~multiserve.protocol.ProtocolError` the client's bytes caused."""
         return self.protocol.error
-
-    def status(self) -> int:
-        """After a receive, in one call (the event loop's hot path): SETTLED (nothing to do),
-        PENDING (a request begun: its timeout runs), FAILED (send ``error.reply``, close) or
-        CLOSE (not keep-alive: close once the replies are written)."""
-        protocol = self.protocol
-        if protocol.error is not None:
-            return FAILED
-        if not protocol.keep_alive:
-            return CLOSE
-        return PENDING if protocol.pending else SETTLED
 
     @property
     def pending(self) -> int:

@@ -1,6 +1,6 @@
 """The baselines: the same line protocol served the plain way each library teaches, no multiserve.
 
-    python -m multiserve.compare.baselines NAME [--service SPEC] [--host H] [--port 0]
+    python -m multiserve.compare.baselines NAME [--service SPEC] [--host H] [--port 0] [--backlog N]
 
 Each prints multiserve's ready line (``multiserve listening on HOST:PORT engine=NAME pid=PID``),
 so one launcher starts engines and baselines alike, and exits 0 on SIGTERM. They answer each line
@@ -17,6 +17,10 @@ identical and only the serving differs:
 
 Both asyncio baselines run on the loop the asyncio engine uses (uvloop when installed), so a ratio
 compares serving code, not event loops.
+
+A baseline is the idiomatic server *correctly configured*, never a strawman: each takes the same
+``--backlog`` as the engines (compare passes one to every server of a run), and every library
+default that would cap the model is raised below, with its reason.
 """
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ from ..services import has_async_handle, load_service
 # ForkingMixIn blocks in waitpid once 40 children are alive (its default max_children), which
 # would stall any run above 40 connections: raise it past the largest connection count we drive.
 FORKING_MAX_CHILDREN = 65536
+# The engines' default listen backlog (config.py's ``backlog``), and the one compare passes to
+# every server of a run (compare.launcher.BACKLOG).
+DEFAULT_BACKLOG = 1024
 
 
 def _line_handler(service):
@@ -48,13 +55,19 @@ def _line_handler(service):
     return LineHandler
 
 
-def _serve_socketserver(server_class, name, service, host, port):
-    server_class.allow_reuse_address = True
-    server_class.daemon_threads = True
-    server_class.block_on_close = False
-    server = server_class((host, port), _line_handler(service))
-    if name == "forkingtcp":
-        server.max_children = FORKING_MAX_CHILDREN
+def _serve_socketserver(mixin_server, name, service, host, port, backlog):
+    class Server(mixin_server):
+        # socketserver listens with request_queue_size = 5: with 256 clients connecting at once,
+        # most SYNs wait for a 1 s retransmit, and a 1 s cell measures that queue, not the model.
+        request_queue_size = backlog
+        allow_reuse_address = True  # as every real server: a restart must not wait for TIME_WAIT
+        # Neither knob changes serving; both let SIGTERM end the run at once: handler threads
+        # must not keep the interpreter alive, and server_close must not join every client.
+        daemon_threads = True
+        block_on_close = False
+        max_children = FORKING_MAX_CHILDREN  # ForkingMixIn only (default 40, see above)
+
+    server = Server((host, port), _line_handler(service))
     # SIGTERM behaves as Ctrl-C does for a socketserver script: KeyboardInterrupt in the main thread.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with server:
@@ -66,15 +79,15 @@ def _serve_socketserver(server_class, name, service, host, port):
     return 0
 
 
-def threadingtcp(service, host, port):
-    return _serve_socketserver(socketserver.ThreadingTCPServer, "threadingtcp", service, host, port)
+def threadingtcp(service, host, port, backlog=DEFAULT_BACKLOG):
+    return _serve_socketserver(socketserver.ThreadingTCPServer, "threadingtcp", service, host, port, backlog)
 
 
-def forkingtcp(service, host, port):
-    return _serve_socketserver(socketserver.ForkingTCPServer, "forkingtcp", service, host, port)
+def forkingtcp(service, host, port, backlog=DEFAULT_BACKLOG):
+    return _serve_socketserver(socketserver.ForkingTCPServer, "forkingtcp", service, host, port, backlog)
 
 
-def gevent_streamserver(service, host, port):
+def gevent_streamserver(service, host, port, backlog=DEFAULT_BACKLOG):
     # Only time.sleep needs to yield to the hub (the sleep service); the server's sockets are
     # gevent's own. patch_all this late (threading already imported) would warn and buy nothing.
     from gevent import monkey
@@ -91,7 +104,9 @@ def gevent_streamserver(service, host, port):
             for line in rfile:
                 sock.sendall(handle(line, None))
 
-    server = StreamServer((host, port), client)
+    # StreamServer's own backlog default is 256 (gevent.server.StreamServer.backlog): the run's.
+    # Its spawn default is one unbounded greenlet per client, the model itself: left as it is.
+    server = StreamServer((host, port), client, backlog=backlog)
     server.start()
     stop = gevent.event.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -128,7 +143,7 @@ async def _until_signal(server, name):
     await server.wait_closed()
 
 
-async def _asyncio_streams(service, host, port):
+async def _asyncio_streams(service, host, port, backlog):
     answer = _answer_async(service)
 
     async def client(reader, writer):
@@ -141,7 +156,7 @@ async def _asyncio_streams(service, host, port):
         finally:
             writer.close()
 
-    server = await asyncio.start_server(client, host, port)
+    server = await asyncio.start_server(client, host, port, backlog=backlog)  # asyncio's default: 100
     await _until_signal(server, "asyncio-streams")
 
 
@@ -169,24 +184,24 @@ class _LineProtocol(asyncio.Protocol):
         return False  # close
 
 
-async def _uvloop_protocol(service, host, port):
+async def _uvloop_protocol(service, host, port, backlog):
     if getattr(service, "blocking", True) or getattr(service, "cpu_bound", False):
         raise ValueError("uvloop-protocol answers inline: it serves only non-blocking services (upper, echo)")
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _LineProtocol(service.handle), host, port)
+    server = await loop.create_server(lambda: _LineProtocol(service.handle), host, port, backlog=backlog)
     await _until_signal(server, "uvloop-protocol")
 
 
 def _on_loop(coroutine_function):
-    def run(service, host, port):
+    def run(service, host, port, backlog=DEFAULT_BACKLOG):
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(coroutine_function(service, host, port))
+            runner.run(coroutine_function(service, host, port, backlog))
         return 0
 
     return run
 
 
-# name -> runner(service, host, port) -> exit code
+# name -> runner(service, host, port, backlog) -> exit code
 BASELINES = {
     "threadingtcp": threadingtcp,
     "forkingtcp": forkingtcp,
@@ -224,10 +239,12 @@ def main(argv=None) -> int:
     parser.add_argument("--service", default="upper")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG,
+                        help=f"listen backlog (default {DEFAULT_BACKLOG}, the engines' default)")
     args = parser.parse_args(argv)
     try:
         service = load_service(args.service)
-        return BASELINES[args.name](service, args.host, args.port)
+        return BASELINES[args.name](service, args.host, args.port, args.backlog)
     except (ValueError, OSError) as exc:
         print(f"baseline {args.name}: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 Validates the names first (bad input: one line, exit 2), shows a progress bar over the matrix,
 prints one table per service, and writes DIR/results.json, DIR/report.md and DIR/*.png.
+Names (services, servers) are printed literally: rich's markup and emoji codes are off for them.
 Exit 0 when the report was written, even if cells failed: a failed cell is a result.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..config import positive_int, seconds
 from ..engines import ENGINES
 from ..services import load_service
 from . import analysis, report
+from .baselines import BASELINES
 from .matrix import LoadSettings
 from .runner import Options, run_compare
 
@@ -23,6 +25,8 @@ log = logging.getLogger("multiserve")
 
 DEFAULT_SERVICES = "upper,sleep:10,cpu:1"
 DEFAULT_CONNECTIONS = "1,16,256"
+# Three runs: the fewest that give a t-interval a claim can clear (two: t = 12.7).
+DEFAULT_REPEAT = 3
 
 
 def _int_list(text: str) -> list[int]:
@@ -39,16 +43,40 @@ def _name_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _server(text: str) -> tuple[str, str]:
+    name, sep, command = text.partition("=")
+    name, command = name.strip(), command.strip()
+    if not sep or not name or not command:
+        raise argparse.ArgumentTypeError(f"expected NAME=COMMAND, got {text!r}")
+    try:
+        shlex.split(command)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--server {name}: cannot split its command: {exc}") from None
+    return name, command
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engines", default="all", help="engines separated by commas, or 'all' "
-                        f"({', '.join(ENGINES)})")
+    parser.add_argument("--engines", default="all", help="engines separated by commas, 'all' "
+                        f"({', '.join(ENGINES)}) or 'none' (only --servers and baselines)")
+    parser.add_argument("--server", dest="servers", type=_server, action="append", default=[],
+                        metavar="NAME=COMMAND",
+                        help="also measure your own server (repeatable): COMMAND serves the line protocol; "
+                             "{port} in it becomes a free port (ready when the port accepts, or when it prints "
+                             "multiserve's ready line), {service} the service spec, {backlog} the backlog")
     parser.add_argument("--services", type=_name_list, default=_name_list(DEFAULT_SERVICES),
                         help=f"service specs separated by commas (default {DEFAULT_SERVICES})")
     parser.add_argument("--connections", type=_int_list, default=_int_list(DEFAULT_CONNECTIONS),
                         help=f"connection counts (default {DEFAULT_CONNECTIONS})")
     parser.add_argument("--duration", type=seconds, default=LoadSettings.duration, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=LoadSettings.warmup, help="warm-up seconds per run (0: none)")
-    parser.add_argument("--repeat", type=positive_int, default=1, help="runs per cell, interleaved; median reported")
+    parser.add_argument("--repeat", type=positive_int, default=DEFAULT_REPEAT,
+                        help=f"runs per cell, interleaved (default {DEFAULT_REPEAT}); the mean and its 95%% interval "
+                             "are reported, and fewer than 2 runs give no interval and so no verdict")
+    parser.add_argument("--backlog", type=positive_int, default=LoadSettings.backlog,
+                        help=f"listen backlog given to every server of the run (default {LoadSettings.backlog})")
+    parser.add_argument("--expect", choices=("auto", "upper", "echo", "any"), default="auto",
+                        help="how replies are checked: auto (what the service says: upper, echo; "
+                             "'any', unchecked, for a service that declares nothing), or one for all")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the stdlib, gevent and uvloop baselines")
     parser.add_argument("--idle-connections", type=int, default=0, metavar="N",
@@ -60,29 +88,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args) -> Options:
     """Options from parsed arguments; ValueError with one line for an unknown engine or service."""
-    engines = list(ENGINES) if args.engines == "all" else _name_list(args.engines)
+    engines = {"all": list(ENGINES), "none": []}.get(args.engines)
+    if engines is None:
+        engines = _name_list(args.engines)
     unknown = [e for e in engines if e not in ENGINES]
-    if unknown or not engines:
-        raise ValueError(f"unknown engine(s) {', '.join(unknown) or '(none given)'}: use 'all' or some of {', '.join(ENGINES)}")
+    if unknown or (not engines and args.engines != "none"):
+        raise ValueError(f"unknown engine(s) {', '.join(unknown) or '(none given)'}: use 'all', 'none' or some of "
+                         f"{', '.join(ENGINES)}")
+    names = [name for name, _ in args.servers]
+    taken = [n for n in names if n in ENGINES or n in BASELINES or names.count(n) > 1]
+    if taken:
+        raise ValueError(f"--server name {taken[0]!r} is taken (an engine, a baseline or another --server): "
+                         "give each server its own name")
+    if not engines and not args.servers and not args.baselines:
+        raise ValueError("nothing to measure: --engines none with no --server and --no-baselines")
     for spec in args.services:
         load_service(spec)  # raises ValueError with the reason
     if args.warmup < 0 or args.idle_connections < 0:
         raise ValueError("--warmup and --idle-connections must be >= 0")
     return Options(engines=engines, services=args.services, connections=args.connections,
-                   load=LoadSettings(args.duration, args.warmup, args.load_processes), repeat=args.repeat,
+                   load=LoadSettings(args.duration, args.warmup, args.load_processes, args.backlog, args.expect),
+                   repeat=args.repeat, servers=list(args.servers),
                    baselines=args.baselines, idle_connections=args.idle_connections, out=args.out,
                    command="multiserve compare " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["compare"] else []))
 
 
 def summary_tables(results):
     """One rich table per service: servers down, connection counts across, req/s and ratio."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     cells = results["cells"]
     tables = []
     for svc in analysis.services(cells):
         counts = analysis.connection_counts(cells, svc)
-        table = Table(title=analysis.verdict(cells, svc, results["machine"]["cores"]), title_justify="left")
+        table = Table(title=Text(analysis.verdict(cells, svc, results["machine"]["cores"])), title_justify="left")
         table.add_column("server")
         for c in counts:
             table.add_column(f"c={c} req/s", justify="right")
@@ -91,7 +132,7 @@ def summary_tables(results):
         index = {(x["engine"], x["connections"]): x for x in cells if x["service"] == svc}
         winners = {c: analysis.winner(cells, svc, c) for c in counts}
         for engine, is_baseline in servers:
-            row = [f"[dim]{engine} (baseline)[/dim]" if is_baseline else engine]
+            row = [f"[dim]{escape(engine)} (baseline)[/dim]" if is_baseline else escape(engine)]
             for c in counts:
                 x = index.get((engine, c))
                 if x is None:
@@ -100,6 +141,10 @@ def summary_tables(results):
                     row += ["[red]failed[/red]", ""]
                 else:
                     text = report.fmt_int(x["rps"])
+                    if x.get("rps_ci") is not None:
+                        text += f" ±{(x['rps_ci'][1] - x['rps_ci'][0]) / 2:,.0f}"
+                    if x.get("client_bound"):
+                        text += " (client-bound)"
                     if x.get("vs_baseline") is not None:
                         text += f" ({x['vs_baseline']:.2f}x)"
                     if winners[c] is x:
@@ -112,6 +157,7 @@ def summary_tables(results):
 
 def run(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s multiserve compare: %(message)s")
@@ -120,7 +166,7 @@ def run(args) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    console = Console()
+    console = Console(emoji=False)  # a spec such as "examples.notes:Notes:" is not an emoji
     failures = []
     with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
@@ -129,8 +175,8 @@ def run(args) -> int:
         def on_step(what, row):
             if row["status"] != "ok":
                 failures.append(f"{what}: {row['reason']}")
-                progress.console.print(f"[red]failed[/red] {what}: {row['reason']}")
-            progress.update(task, advance=1, description=what)
+                progress.console.print(f"[red]failed[/red] {escape(what)}: {escape(row['reason'])}")
+            progress.update(task, advance=1, description=escape(what))
 
         try:
             results = run_compare(options, on_step=on_step)
@@ -140,5 +186,5 @@ def run(args) -> int:
     for table in summary_tables(results):
         console.print(table)
     console.print(f"{len(failures)} failed run(s). Report: {options.out / 'report.md'} "
-                  f"(results.json and plots beside it)")
+                  f"(results.json and plots beside it)", markup=False, highlight=False)
     return 0

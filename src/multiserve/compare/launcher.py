@@ -1,140 +1,92 @@
-"""Start an engine or a baseline as a subprocess, watch its CPU and memory, stop it with SIGTERM.
+"""Start an engine, a baseline or a user's ``--server`` command, watch its CPU and memory, stop it.
 
-Engines run as ``python -m multiserve serve --engine E --service S --port 0`` and baselines as
-``python -m multiserve.compare.baselines NAME --service S --port 0``; both print the same ready
-line, so :class:`Server` starts either. Each server gets its own session (process group) so that
-children a process engine forked are found by psutil and, at the end, killed by the group's id.
+Built on the one server-subprocess harness (:mod:`multiserve.launch`). Engines run as
+``python -m multiserve serve --engine E --service S --port 0 --backlog B`` and baselines as
+``python -m multiserve.compare.baselines NAME --service S --port 0 --backlog B``; both print the
+ready line. A ``--server`` command is the user's own: ``{port}`` becomes a free port (then the
+server is ready when that port accepts, or when it prints the ready line), ``{service}`` the
+service spec and ``{backlog}`` the run's backlog.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import select
-import signal
-import subprocess
+import shlex
 import sys
-import tempfile
 import threading
-import time
 
 import psutil
 
-READY = re.compile(rb"multiserve listening on (\S+):(\d+) engine=(\S+) pid=(\d+)")
+from .. import launch
+from .baselines import DEFAULT_BACKLOG
+
 # Seconds between two samples of the server's process tree: often enough to catch the peak RSS
 # of a 1 s cell, rare enough that walking /proc stays well under 1% of a core.
 SAMPLE_INTERVAL = 0.2
-# A server has this long to print its ready line (a cold interpreter with gevent imported starts
-# in ~0.3 s here; a loaded 2-core machine can be ten times slower).
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = launch.READY_TIMEOUT
 # After SIGTERM the load has ended and every client has closed, so draining is immediate; give
 # the graceful stop (``--grace``) room, then call the server hung.
 STOP_TIMEOUT = 15.0
 # Log only problems: a server logging per connection would spend the measured CPU on logging.
 ENGINE_LOG_LEVEL = "warning"
+# The listen backlog every server of a run gets (engines, baselines, and ``{backlog}`` in a
+# ``--server`` command): the engines' own default (config.py). socketserver's default of 5 made
+# 256 connecting clients wait for 1 s SYN retransmits, so the baselines measured their backlog.
+BACKLOG = DEFAULT_BACKLOG
 
 
-def engine_command(engine: str, service: str, *extra: str) -> list[str]:
+def engine_command(engine: str, service: str, *extra: str, backlog: int = BACKLOG) -> list[str]:
     return [sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--service", service,
-            "--host", "127.0.0.1", "--port", "0", "--log-level", ENGINE_LOG_LEVEL, *extra]
+            "--host", "127.0.0.1", "--port", "0", "--backlog", str(backlog), "--log-level", ENGINE_LOG_LEVEL,
+            *extra]
 
 
-def baseline_command(name: str, service: str) -> list[str]:
+def baseline_command(name: str, service: str, backlog: int = BACKLOG) -> list[str]:
     return [sys.executable, "-m", "multiserve.compare.baselines", name, "--service", service,
-            "--host", "127.0.0.1", "--port", "0"]
+            "--host", "127.0.0.1", "--port", "0", "--backlog", str(backlog)]
+
+
+def server_command(template: str, service: str, port: int, backlog: int = BACKLOG) -> list[str]:
+    """A ``--server`` COMMAND as argv: split as a shell would (no shell runs, so SIGTERM reaches
+    the server itself), then ``{port}``, ``{service}`` and ``{backlog}`` replaced in each word."""
+    values = {"{port}": str(port), "{service}": service, "{backlog}": str(backlog)}
+    argv = []
+    for word in shlex.split(template):
+        for key, value in values.items():
+            word = word.replace(key, value)
+        argv.append(word)
+    return argv
 
 
 class ServerFailed(Exception):
     """The server did not start, or did not stop cleanly; the message is one line for the report."""
 
 
-class Server:
-    """A started server. ``host``/``port`` come from its ready line.
+class Server(launch.ServerProcess):
+    """A started server. ``host``/``port`` come from its ready line (or ``port`` accepting).
 
     Use as a context manager: leaving it kills the whole process group whatever happened.
-    ``stop()`` is the clean path (SIGTERM, wait, exit code 0 expected). stderr goes to a
-    temporary file, never a pipe nobody reads (a chatty server would block on a full pipe).
+    ``stop()`` is the clean path (SIGTERM, wait, the exit code).
     """
 
-    def __init__(self, command: list[str], *, ready_timeout: float = READY_TIMEOUT):
-        self.command = command
-        self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, start_new_session=True)
-        self.host, self.port = self._wait_ready(ready_timeout)
-        # Keep reading stdout so that a server printing after its ready line never blocks.
-        threading.Thread(target=self._drain_stdout, daemon=True).start()
+    def __init__(self, command: list[str], *, ready_timeout: float = READY_TIMEOUT, port: int | None = None):
+        try:
+            super().__init__(command, ready_timeout=ready_timeout, port=port)
+        except launch.NotReady as exc:
+            raise ServerFailed(str(exc)) from None
 
-    def _wait_ready(self, timeout: float):
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        buf = b""
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([fd], [], [], left)[0]:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            if m := READY.search(buf):
-                return m.group(1).decode(), int(m.group(2))
-        try:  # stdout closed: the process is exiting, give it a moment to say its exit code
-            code = self.proc.wait(max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            code = None
-        self.kill()
-        if code is None:
-            raise ServerFailed(f"no ready line within {timeout:.0f}s")
-        raise ServerFailed(f"exited {code} before ready: {self.stderr_tail()}")
-
-    def _drain_stdout(self):
-        with contextlib.suppress(OSError, ValueError):
-            while self.proc.stdout.read(65536):
-                pass
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr_tail(self, lines: int = 1) -> str:
-        """The last non-empty stderr lines, joined by `` | ``: the reason a report shows."""
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace")
-        tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
-        return " | ".join(tail) or "(no output on stderr)"
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM and wait. Raises ServerFailed unless the server exits 0 within ``timeout``."""
+    def stop(self, timeout: float = STOP_TIMEOUT, *, strict: bool = True) -> int:
+        """SIGTERM and wait; the exit code. Raises ServerFailed if the server died during the
+        run, is still running after ``timeout``, or (``strict``) exits non-zero."""
         code = self.proc.poll()
         if code is not None:
             raise ServerFailed(f"server died during the run (exit {code}): {self.stderr_tail()}")
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise ServerFailed(f"still running {timeout:.0f}s after SIGTERM") from None
-        if code != 0:
+        code = self.terminate(timeout)
+        if code is None:
+            raise ServerFailed(f"still running {timeout:.0f}s after SIGTERM")
+        if code != 0 and strict:
             raise ServerFailed(f"exit {code} after SIGTERM: {self.stderr_tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (by its id, never by name), then reap."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.kill()
-        self.proc.stdout.close()
-        self._stderr.close()
+        return code
 
 
 def _cpu_times(proc: psutil.Process):
@@ -144,8 +96,31 @@ def _cpu_times(proc: psutil.Process):
         return None
 
 
-def _seconds(times) -> float:
-    return 0.0 if times is None else times.user + times.system + times.children_user + times.children_system
+def _scheduled_seconds(pid: int) -> float:
+    """CPU seconds the kernel's scheduler ran ``pid``'s live threads (``/proc/PID/task/*/schedstat``,
+    first field, ns), 0.0 if unreadable. Precise, unlike ``/proc/PID/stat``'s utime+stime, which
+    are sampled at the timer tick: a process that runs 2 ms a second between ticks is charged
+    nothing there (ForkingTCPServer's 256 children under sleep:10: 0.0 s, measured here)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass  # exited meanwhile, or no schedstat in this kernel: the tick-based figure stands
+    return total / 1e9
+
+
+def _seconds(times, pid: int | None = None) -> float:
+    """The process's own CPU (the larger of the tick-sampled utime+stime, which also holds its
+    exited threads, and the scheduler's figure for its live threads: each is a lower bound)
+    plus what its reaped children left (``children_*``)."""
+    if times is None:
+        return 0.0
+    own = times.user + times.system
+    if pid is not None:
+        own = max(own, _scheduled_seconds(pid))
+    return own + times.children_user + times.children_system
 
 
 def tree_cpu_seconds(root: psutil.Process, descendants) -> float:
@@ -158,12 +133,12 @@ def tree_cpu_seconds(root: psutil.Process, descendants) -> float:
     """
     for _ in range(100):
         before = _cpu_times(root)
-        live = sum(_seconds(_cpu_times(proc)) for proc in descendants())
+        live = sum(_seconds(_cpu_times(proc), proc.pid) for proc in descendants())
         after = _cpu_times(root)
         if before is None or after is None or (before.children_user, before.children_system) == (
                 after.children_user, after.children_system):
             break
-    return _seconds(after) + live
+    return _seconds(after, root.pid) + live
 
 
 class TreeSampler:

@@ -1,38 +1,76 @@
 """The matrix: every service x server x connection count, each cell a fresh server under load.
 
-One *run* of a cell: start the server, wait for its ready line, warm it up with a short load,
-then drive it with the load generator while sampling its process tree, stop it with SIGTERM and
-expect exit 0. ``--repeat R`` runs the whole matrix R times in turn (A B C, A B C: interleaved,
-so a slow minute of a shared machine spreads over all cells instead of sinking one), and
-:func:`aggregate` folds the runs of a cell into its median and spread.
+One *run* of a cell: start the server, wait until it serves, then one load run on primed
+connections (each answered once before the clock starts, as the C reference client does), a
+warm-up on those same connections, then the measured window, while its process tree is sampled;
+then SIGTERM and exit 0 expected (a user's ``--server``: its exit code is recorded, not judged).
+``--repeat R`` runs the whole matrix R times in turn (A B C, A B C: interleaved, so a slow minute
+of a shared machine spreads over all cells instead of sinking one), and :func:`aggregate` folds
+the runs of a cell into its mean, 95% interval (:mod:`.stats`), medians and spread.
 
-A run that fails (no ready line, load errors or wrong replies, a crash, a bad exit) is recorded
+A run that fails (not ready, load errors or wrong replies, a crash, a bad exit) is recorded
 with ``status="failed"`` and a one-line ``reason``; the matrix goes on with the next cell.
 """
 from __future__ import annotations
 
 import dataclasses
 import statistics
+import threading
 import time
 from typing import Callable, Iterable
 
+from .. import launch
+from . import stats
 from .baselines import BASELINES, serves
-from .launcher import Server, ServerFailed, TreeSampler, baseline_command, engine_command
+from .launcher import BACKLOG, Server, ServerFailed, TreeSampler, baseline_command, engine_command, server_command
 
 MESSAGE = b"hello world"  # the request the C reference client sends too
+
+
+# What a reply must be, per built-in service (its name before the ':'): what its handle returns.
+# Any other service is checked against its own ``expect`` attribute if it has one, else not at
+# all (``any``), and the report says so.
+SERVICE_EXPECT = {"upper": "upper", "echo": "echo", "sleep": "upper", "cpu": "upper"}
+# A load-generator process above this share of its core was the limit, not the server (its
+# event loop never waited for a reply): such a cell is marked client_bound and never wins.
+CLIENT_BOUND_SHARE = 0.90
+
+ENGINE, BASELINE, SERVER = "engine", "baseline", "server"
+
+
+def expect_for(service: str, override: str = "auto") -> str:
+    """How replies to ``service`` are checked: ``upper``, ``echo`` or ``any`` (not checked)."""
+    if override != "auto":
+        return override
+    name = service.partition(":")[0]
+    if name in SERVICE_EXPECT:
+        return SERVICE_EXPECT[name]
+    from ..services import load_service
+
+    try:
+        declared = getattr(load_service(service), "expect", None)
+    except ValueError:
+        return "any"
+    return declared if declared in ("upper", "echo", "any") else "any"
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
     service: str
-    engine: str  # an engine name, or a baseline's name when ``baseline``
+    engine: str  # the server's name: an engine, a baseline, or a --server NAME
     baseline: bool
     connections: int
+    kind: str = ENGINE  # ENGINE, BASELINE or SERVER
+    template: str = ""  # SERVER only: the user's COMMAND ({port}, {service}, {backlog})
 
-    def command(self) -> list[str]:
+    def launch(self, backlog: int = BACKLOG) -> tuple[list[str], int | None]:
+        """The argv to start, and the port to wait for (None: wait for the ready line)."""
+        if self.kind == SERVER:
+            port = launch.free_port() if "{port}" in self.template else None
+            return server_command(self.template, self.service, port or 0, backlog), port
         if self.baseline:
-            return baseline_command(self.engine, self.service)
-        return engine_command(self.engine, self.service)
+            return baseline_command(self.engine, self.service, backlog), None
+        return engine_command(self.engine, self.service, backlog=backlog), None
 
     @property
     def key(self) -> tuple:
@@ -41,73 +79,108 @@ class Cell:
 
 @dataclasses.dataclass(frozen=True)
 class LoadSettings:
-    duration: float = 2.0
-    warmup: float = 0.5
+    duration: float = 1.0
+    warmup: float = 0.2
     # Load-generator processes. One: it drives 100k+ req/s alone here, and a second one takes the
     # server's core (asyncio, 16 connections: 109k req/s with 1 load process, 90k with 2; measured
     # 2026-11-26 on the 2-core reference machine), as the C reference figures keep client and
     # server on a core each. None: the library's default, one per core.
     processes: int | None = 1
+    backlog: int = BACKLOG  # given to every server of the run
+    expect: str = "auto"  # "auto": per service (expect_for), else upper/echo/any for all
 
 
 def plan(services: Iterable[str], engines: Iterable[str], connections: Iterable[int],
-         baselines: bool = True) -> list[Cell]:
-    """The cells in run order: per service, engines then baselines, each at every connection count.
+         baselines: bool = True, servers: Iterable[tuple[str, str]] = ()) -> list[Cell]:
+    """The cells in run order: per service, engines, then ``servers`` (NAME, COMMAND), then
+    baselines, each at every connection count.
 
     A baseline that cannot serve a service at all (uvloop-protocol and a blocking service) is
     left out, not failed: it is not part of that comparison.
     """
+    servers = list(servers)
     cells = []
     for service in services:
-        servers = [(e, False) for e in engines]
-        if baselines:
-            servers += [(b, True) for b in BASELINES if serves(b, service)]
-        for name, is_baseline in servers:
-            cells += [Cell(service, name, is_baseline, c) for c in connections]
+        for name in engines:
+            cells += [Cell(service, name, False, c) for c in connections]
+        for name, template in servers:
+            cells += [Cell(service, name, False, c, SERVER, template) for c in connections]
+        for name in BASELINES if baselines else ():
+            if serves(name, service):
+                cells += [Cell(service, name, True, c, BASELINE) for c in connections]
     return cells
 
 
 def _failed(cell: Cell, reason: str, **numbers) -> dict:
     row = {**dataclasses.asdict(cell), "rps": None, "p50_us": None, "p99_us": None, "p999_us": None,
-           "errors": 0, "mismatches": 0, "cpu_s": None, "rss_kib": None}
+           "errors": 0, "mismatches": 0, "cpu_s": None, "rss_kib": None, "prime": None,
+           "client_cpu_pct": None, "client_bound": False, "exit_code": None}
     row.update(numbers, status="failed", reason=reason)
     return row
+
+
+class WindowCPU:
+    """The server tree's CPU seconds inside the measured window only (not the priming, not the
+    warm-up): read when the window opens and when it closes, at the times the load's start
+    ``t0`` fixes (``on_start``), by a thread that sleeps until each."""
+
+    def __init__(self, sampler: TreeSampler, warmup: float, duration: float):
+        self.sampler, self.warmup, self.duration = sampler, warmup, duration
+        self.readings: list[float] = []
+        self.thread: threading.Thread | None = None
+
+    def on_start(self, t0: float) -> None:
+        self.thread = threading.Thread(target=self._read, args=(t0,), daemon=True)
+        self.thread.start()
+
+    def _read(self, t0: float) -> None:
+        for at in (t0 + self.warmup, t0 + self.warmup + self.duration):
+            time.sleep(max(0.0, at - time.monotonic()))
+            self.readings.append(self.sampler.cpu_seconds())
+
+    def seconds(self) -> float | None:
+        if self.thread is not None:
+            self.thread.join(timeout=self.warmup + self.duration + 10.0)
+        return self.readings[1] - self.readings[0] if len(self.readings) == 2 else None
 
 
 def run_cell(cell: Cell, load: LoadSettings) -> dict:
     """One run of ``cell``: the numbers of results.json (see the module docstring)."""
     from ..loadgen import LoadSpec, run_load
 
-    def spec(host, port, duration):
-        return LoadSpec(host=host, port=port, connections=cell.connections, duration=duration,
-                        processes=load.processes, message=MESSAGE, expect="upper")
-
+    expect = expect_for(cell.service, load.expect)
     try:
-        with Server(cell.command()) as server:
+        command, port = cell.launch(load.backlog)
+        with Server(command, port=port) as server:
             sampler = TreeSampler(server.pid).start()
+            window = WindowCPU(sampler, load.warmup, load.duration)
             try:
-                if load.warmup > 0:
-                    run_load(spec(server.host, server.port, load.warmup))
-                cpu_before = sampler.cpu_seconds()
-                result = run_load(spec(server.host, server.port, load.duration))
-                cpu_s = sampler.cpu_seconds() - cpu_before
+                result = run_load(LoadSpec(host=server.host, port=server.port, connections=cell.connections,
+                                           duration=load.duration, warmup=load.warmup, processes=load.processes,
+                                           message=MESSAGE, expect=expect, prime=True), on_start=window.on_start)
+                cpu_s = window.seconds()
             finally:
                 sampler.stop()
-            server.stop()
+            exit_code = server.stop(strict=cell.kind != SERVER)
     except ServerFailed as exc:
-        return _failed(cell, str(exc))
+        return _failed(cell, str(exc), expect=expect)
     except Exception as exc:  # the load generator gave up (refused, timed out): one line
-        return _failed(cell, f"load: {type(exc).__name__}: {exc}")
+        return _failed(cell, f"load: {type(exc).__name__}: {exc}", expect=expect)
     errors = sum(result.errors.values())
     latency = result.latency_us
+    share = result.client_cpu_share
     row = {
         **dataclasses.asdict(cell),
         "rps": result.rps, "p50_us": latency["p50"], "p99_us": latency["p99"], "p999_us": latency["p999"],
         "errors": errors, "mismatches": result.mismatches, "cpu_s": cpu_s,
         "rss_kib": sampler.peak_rss // 1024,
         "requests": result.requests, "duration_s": result.duration_s, "load_processes": result.processes,
-        "cpu_us_per_request": cpu_s * 1e6 / result.requests if result.requests else None,
+        "cpu_us_per_request": cpu_s * 1e6 / result.requests if result.requests and cpu_s is not None else None,
         "errors_by_kind": dict(result.errors),
+        "prime": result.prime, "connect": result.connect,
+        "client_cpu_pct": None if share is None else 100.0 * share,
+        "client_bound": share is not None and share > CLIENT_BOUND_SHARE,
+        "expect": expect, "exit_code": exit_code,
         "status": "ok", "reason": "",
     }
     if errors or result.mismatches or not result.requests:
@@ -139,7 +212,7 @@ def run_matrix(cells: list[Cell], load: LoadSettings, repeat: int = 1,
     return runs
 
 
-MEDIAN_FIELDS = ("rps", "p50_us", "p99_us", "p999_us", "cpu_s", "rss_kib", "cpu_us_per_request")
+MEDIAN_FIELDS = ("p50_us", "p99_us", "p999_us", "cpu_s", "rss_kib", "cpu_us_per_request", "client_cpu_pct")
 
 
 def _median(values):
@@ -147,12 +220,23 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def aggregate(runs: list[dict]) -> list[dict]:
-    """One cell per (service, engine, connections), in first-run order.
+def _prime(ok: list[dict]) -> dict | None:
+    primes = [r["prime"] for r in ok if r.get("prime")]
+    if not primes:
+        return None
+    return {"time_s": _median(p["time_s"] for p in primes), "p50_us": _median(p["p50_us"] for p in primes),
+            "max_us": max(p["max_us"] for p in primes)}
 
-    Numbers are the median of the cell's successful runs (None if none succeeded); ``errors``
-    and ``mismatches`` add up over all runs; ``rps_min``/``rps_max``/``spread_pct`` (max-min over
-    median) show the spread. A cell is ``failed`` if any of its runs failed: the reasons are kept.
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One cell per (service, server, connections), in first-run order.
+
+    ``rps`` is the mean of the successful runs' req/s and ``rps_ci`` its 95% t-interval (None
+    with fewer than two); ``rps_median``, ``rps_min``/``rps_max`` and ``spread_pct`` (max-min over
+    the mean) show the runs; other numbers are medians. ``prime`` holds the median priming time
+    and first-reply p50 and the largest first-reply max. ``client_bound``: the load generator
+    was over :data:`CLIENT_BOUND_SHARE` of its core in most runs. ``errors`` and ``mismatches``
+    add up over all runs; a cell is ``failed`` if any of its runs failed (the reasons are kept).
     """
     groups: dict[tuple, list[dict]] = {}
     for row in runs:
@@ -161,13 +245,22 @@ def aggregate(runs: list[dict]) -> list[dict]:
     for rows in groups.values():
         ok = [r for r in rows if r["status"] == "ok"]
         first = rows[0]
-        cell = {k: first[k] for k in ("service", "engine", "baseline", "connections")}
+        cell = {k: first.get(k, default) for k, default in
+                (("service", None), ("engine", None), ("baseline", False), ("connections", None),
+                 ("kind", BASELINE if first.get("baseline") else ENGINE), ("template", ""), ("expect", None))}
+        rps = [r["rps"] for r in ok]
+        cell["rps"] = statistics.fmean(rps) if rps else None
+        cell["rps_ci"] = (lambda ci: None if ci is None else [ci[0], ci[1]])(stats.mean_interval(rps))
+        cell["rps_median"] = _median(rps)
         for field in MEDIAN_FIELDS:
             cell[field] = _median(r.get(field) for r in ok)
-        rps = [r["rps"] for r in ok]
         cell["rps_min"] = min(rps) if rps else None
         cell["rps_max"] = max(rps) if rps else None
         cell["spread_pct"] = 100.0 * (max(rps) - min(rps)) / cell["rps"] if rps and cell["rps"] else None
+        cell["prime"] = _prime(ok)
+        bound = [r for r in ok if r.get("client_bound")]
+        cell["client_bound"] = bool(ok) and len(bound) * 2 > len(ok)
+        cell["exit_codes"] = sorted({r["exit_code"] for r in ok if r.get("exit_code") is not None})
         cell["errors"] = sum(r["errors"] for r in rows)
         cell["mismatches"] = sum(r["mismatches"] for r in rows)
         cell["runs"] = len(rows)

@@ -1,5 +1,5 @@
-"""report.md: one table per service with the winner marked, a verdict, the ratios to baselines,
-the plots, the idle-connection (C10K) table and every failure with its reason.
+"""report.md: one table per service with the winner marked, the verdicts with their intervals,
+the ratios to baselines, the plots, the idle-connection (C10K) table and every failure.
 
 Numbers are formatted once, here (:func:`fmt_int`), so a reader (or a test) can match a table
 row to its cell in results.json.
@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from . import analysis
 from .baselines import FASTEST_BASELINE
+from .matrix import CLIENT_BOUND_SHARE
+
+CLIENT_BOUND_PCT = 100 * CLIENT_BOUND_SHARE
 
 WINNER = "★"
-TABLE_HEADER = ("| connections | server | req/s | spread | vs baseline | p50 µs | p99 µs | p99.9 µs "
-                "| errors | wrong replies | CPU µs/req | peak RSS MiB | status |")
+TABLE_HEADER = ("| connections | server | req/s | 95% interval | vs baseline | p50 µs | p99 µs | p99.9 µs "
+                "| prime ms | first reply p50/max µs | client CPU | errors | wrong replies | CPU µs/req "
+                "| peak RSS MiB | status |")
 
 
 def fmt_int(x) -> str:
@@ -26,10 +30,23 @@ def fmt_pct(x) -> str:
     return "–" if x is None else f"{x:.0f}%"
 
 
+def fmt_ci(ci) -> str:
+    return "–" if ci is None else f"{ci[0]:,.0f}-{ci[1]:,.0f}"
+
+
 def server_label(cell, is_winner=False) -> str:
     if cell["baseline"]:
         return f"{cell['engine']} (baseline)"
     return f"**{cell['engine']}** {WINNER}" if is_winner else cell["engine"]
+
+
+def _status(cell) -> str:
+    if cell["status"] != "ok":
+        return f"failed: {cell['reason']}"
+    notes = ["client-bound"] if cell.get("client_bound") else []
+    if [code for code in cell.get("exit_codes", ()) if code != 0]:
+        notes.append("exit " + "/".join(str(c) for c in cell["exit_codes"]) + " after SIGTERM")
+    return ", ".join(["ok", *notes])
 
 
 def slug(service: str) -> str:
@@ -38,16 +55,19 @@ def slug(service: str) -> str:
 
 
 def _row(cell, is_winner) -> str:
-    status = cell["status"] if cell["status"] == "ok" else f"failed: {cell['reason']}"
     rss_mib = None if cell["rss_kib"] is None else cell["rss_kib"] / 1024
     vs = fmt_ratio(cell.get("vs_baseline"))
     if cell.get("baseline_name") and cell.get("vs_baseline") is not None:
         vs += f" {cell['baseline_name']}"
+    prime = cell.get("prime") or {}
     cols = (str(cell["connections"]), server_label(cell, is_winner), fmt_int(cell["rps"]),
-            fmt_pct(cell.get("spread_pct")) if cell.get("runs", 1) > 1 else "–", vs,
+            fmt_ci(cell.get("rps_ci")), vs,
             fmt_int(cell["p50_us"]), fmt_int(cell["p99_us"]), fmt_int(cell["p999_us"]),
+            "–" if prime.get("time_s") is None else f"{prime['time_s'] * 1000:,.0f}",
+            "–" if not prime else f"{fmt_int(prime.get('p50_us'))}/{fmt_int(prime.get('max_us'))}",
+            fmt_pct(cell.get("client_cpu_pct")),
             str(cell["errors"]), str(cell["mismatches"]), fmt_int(cell.get("cpu_us_per_request")),
-            "–" if rss_mib is None else f"{rss_mib:.1f}", status.replace("|", "/"))
+            "–" if rss_mib is None else f"{rss_mib:.1f}", _status(cell).replace("|", "/"))
     return "| " + " | ".join(cols) + " |"
 
 
@@ -64,12 +84,14 @@ def service_table(cells, service) -> list[str]:
 def _fastest_note(cells, service) -> str | None:
     notes = []
     for c in analysis.connection_counts(cells, service):
-        best = analysis.winner(cells, service, c)
+        ranked = analysis.ranking(cells, service, c)
+        best = ranked[0] if ranked else None
         if best is not None and best.get("vs_fastest") is not None:
             notes.append(f"{best['vs_fastest']:.2f}x at {c} ({best['engine']})")
     if not notes:
         return None
-    return f"Best engine over the {FASTEST_BASELINE} baseline: " + ", ".join(notes) + "."
+    return f"Fastest engine over the {FASTEST_BASELINE} baseline (a ratio of means, not a claim): " \
+        + ", ".join(notes) + "."
 
 
 def _baseline_note(cells, service) -> str:
@@ -99,6 +121,37 @@ def idle_table(idle_rows) -> list[str]:
     return lines
 
 
+def _method(results) -> str:
+    m, s = results["machine"], results["settings"]
+    expects = s.get("expect") or {}
+    unchecked = [svc for svc, e in expects.items() if e == "any"]
+    return (
+        f"Each run: a fresh server (listen backlog {s.get('backlog')} for every server), then one "
+        f"`multiserve.loadgen` closed-loop run: every connection is first answered once (priming: "
+        f"*prime ms* is how long connecting and priming all of them took, *first reply* the median "
+        f"and the slowest first reply), then {s['warmup']} s of warm-up on those same connections, then "
+        f"{s['duration']} s measured (request `hello world`), then SIGTERM and exit 0 expected "
+        f"(a `--server`'s exit code is recorded, not judged). "
+        f"{s['repeat']} run(s) per cell, interleaved (A B C, A B C). *req/s* is the mean of the "
+        f"runs and *95% interval* its Student-t interval (mean ± t·s/√runs); other numbers are "
+        f"medians. CPU is the server's process tree inside the measured window only; peak RSS sums "
+        f"the tree (an upper bound for forking servers). *client CPU* is the load generator's "
+        f"({s['load_processes']} process(es)) share of its core in the window: above "
+        f"{CLIENT_BOUND_PCT:.0f}% the client was the limit, the cell is marked client-bound and is "
+        f"never ranked (its req/s is a lower bound of the server's). "
+        f"Verdicts rank engines and `--server`s: one is named fastest ({WINNER}) only when its "
+        f"interval lies wholly above every other's; otherwise the servers whose intervals overlap "
+        f"the best's are reported as a tie. Baselines are references: *vs baseline* is req/s over "
+        f"the same model served plainly (thread/threadpool: threadingtcp, process: forkingtcp, "
+        f"gevent: gevent-streamserver, asyncio/hybrid: asyncio-streams). "
+        f"Replies are checked per service ({', '.join(f'{k}: {v}' for k, v in expects.items())})"
+        + (f"; not checked for {', '.join(unchecked)} (`any`: the service declares no reply form)" if unchecked else "")
+        + ". The trade-off of the defaults: more runs or longer windows narrow the intervals "
+        f"(a 3-run t-interval is ±2.5 standard deviations of a run) and so let more columns "
+        f"name a winner, at {s['repeat']} x the cost of one pass over the matrix."
+    )
+
+
 def render(results: dict, plots: dict[str, list[str]]) -> str:
     """The whole report.md. ``plots`` maps a service to its image file names (relative)."""
     m, s, cells = results["machine"], results["settings"], results["cells"]
@@ -113,24 +166,15 @@ def render(results: dict, plots: dict[str, list[str]]) -> str:
         "",
         f"Command: `{s['command']}`",
         "",
-        f"Each cell: a fresh server, {s['warmup']} s of warm-up load, then {s['duration']} s measured with "
-        f"the `multiserve.loadgen` closed-loop client (request `hello world`, replies checked), then SIGTERM "
-        f"and exit 0 expected. {s['repeat']} run(s) per cell, interleaved; numbers are medians, spread is "
-        f"(max-min)/median of req/s. CPU is the server's process tree during the measured load "
-        f"(connection set-up included); peak RSS sums the tree (an upper bound for forking servers). "
-        f"The load generator ({s['load_processes']} process(es)) shares the {m['cores']} cores with the "
-        f"server, so where it is the limit, CPU µs per request is the fairer comparison. "
-        f"{WINNER} marks the fastest engine "
-        f"of each connection count; *vs baseline* is req/s over the same model served plainly "
-        f"(thread/threadpool: threadingtcp, process: forkingtcp, gevent: gevent-streamserver, "
-        f"asyncio/hybrid: asyncio-streams).",
-        "",
-        "## Verdicts",
+        _method(results),
         "",
     ]
-    out += [f"- {analysis.verdict(cells, svc, m['cores'])}" for svc in analysis.services(cells)]
+    if s.get("servers"):
+        out += ["Your servers (`--server`): " + "; ".join(f"**{n}**: `{cmd}`" for n, cmd in s["servers"]) + ".", ""]
+    out += ["## Verdicts", ""]
+    out += [f"- {analysis.verdict(cells, svc, m['cores'], quote='`')}" for svc in analysis.services(cells)]
     for svc in analysis.services(cells):
-        out += ["", f"## {svc}", "", analysis.verdict(cells, svc, m["cores"]), "", _baseline_note(cells, svc)]
+        out += ["", f"## `{svc}`", "", _baseline_note(cells, svc)]
         if note := _fastest_note(cells, svc):
             out += ["", note]
         out += [""] + service_table(cells, svc) + [""]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import analysis, idle, machine, report
-from .matrix import LoadSettings, aggregate, plan, run_cell, run_matrix
+from .matrix import LoadSettings, aggregate, expect_for, plan, run_cell, run_matrix
 
 
 @dataclasses.dataclass
@@ -27,9 +27,10 @@ class Options:
     idle_connections: int = 0  # 0: no idle check
     out: Path = Path("report")
     command: str = "multiserve compare"
+    servers: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # --server NAME=COMMAND
 
     def cells(self):
-        return plan(self.services, self.engines, self.connections, self.baselines)
+        return plan(self.services, self.engines, self.connections, self.baselines, self.servers)
 
     def steps(self) -> int:
         """Units of work for a progress bar: every run, plus one per idle check."""
@@ -68,7 +69,10 @@ def run_compare(options: Options, *, on_step: Callable[[str, dict], None] | None
             "warmup": options.load.warmup, "load_processes": options.load.processes,
             "repeat": options.repeat, "baselines": options.baselines,
             "idle_connections": options.idle_connections,
+            "servers": [list(pair) for pair in options.servers], "backlog": options.load.backlog,
+            "expect": {svc: expect_for(svc, options.load.expect) for svc in options.services},
         },
+        "verdicts": analysis.verdicts(cells),
         "cells": cells,
         "idle": idle_rows,
         "open_files": open_files,

@@ -51,6 +51,7 @@ class LoopServer:
         self.config = config
         self.stats = ServeStats()
         self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
         self.threads = ThreadPoolExecutor(config.threads_or(DEFAULT_BLOCKING_THREADS), thread_name_prefix="blocking")
         self.pools = Pools(self.loop.run_in_executor, self.threads, cpu_pool)
         self.admission = admission

@@ -127,7 +127,7 @@ class ConnectionLoop:
             if requests:
                 reply = answer(requests[0]) if len(requests) == 1 else session.answer_all(requests)
                 send(reply) if type(reply) is bytes else send_reply(send, reply)
-            status = session.status()
+            status = SETTLED if session.protocol.settled else session.status()
             if status == SETTLED:
                 if request_deadline is not None:
                     request_deadline = None

@@ -31,7 +31,7 @@ import ssl
 import threading
 import time
 
-from ..session import CLOSE, FAILED, PENDING
+from ..session import CLOSE, FAILED, PENDING, SETTLED
 from ..tls import handshake_failed, send_all
 from . import timeouts as deadlines
 from .acceptor import Acceptor
@@ -227,7 +227,7 @@ class ThreadPoolEngine(Engine):
             session.log_error(describe_error(exc))
             self._close(channel)
             return False
-        status = session.status()
+        status = SETTLED if session.protocol.settled else session.status()
         if status == FAILED:
             session.log_error(session.error.reason)
             self._close(channel, session.error.reply)

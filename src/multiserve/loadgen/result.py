@@ -28,6 +28,20 @@ class LoadResult:
     loop: str
     histogram: object = dataclasses.field(repr=False, default=None)
     worker_failures: list[str] = dataclasses.field(default_factory=list)  # one line each
+    # spec.prime: every connection's first reply, before the window ({"primed", "time_s",
+    # "p50_us", "max_us"}: connections answered, the whole connect-and-prime phase, and the
+    # first reply's latency from its send); None when not primed.
+    prime: dict | None = None
+    # CPU seconds each worker process spent inside the measured window (its share of a core is
+    # cpu / duration_s: near 1.0, the load generator itself was the limit).
+    worker_cpu_s: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def client_cpu_share(self) -> float | None:
+        """The busiest worker's CPU over the window, as a fraction of one core (None: no window)."""
+        if not self.worker_cpu_s or self.duration_s <= 0:
+            return None
+        return max(self.worker_cpu_s) / self.duration_s
 
     @property
     def rps(self) -> float:
@@ -61,7 +75,10 @@ class LoadResult:
             "connect": dict(self.connect),
             "timeline": list(self.timeline),
             "worker_failures": list(self.worker_failures),
+            "worker_cpu_s": [round(x, 6) for x in self.worker_cpu_s],
         }
+        if self.prime is not None:
+            out["prime"] = dict(self.prime)
         if spec.open_loop:
             out["rate_target"] = spec.rate
             out["rate_achieved"] = round(self.rps, 1)
@@ -85,7 +102,7 @@ def merge_reports(spec: LoadSpec, ready: list[dict], done: list[dict], failures:
         parts = [r["timeline"][i] for r in done if i < len(r["timeline"])]
         second = stats.merge(blob for _, blob in parts)
         timeline.append({"second": i + 1, "requests": sum(n for n, _ in parts), "p99_us": stats.summary(second)["p99"]})
-    examples = [e for r in done for e in r["examples"]][:5]
+    examples = [e for r in [*ready, *done] for e in r.get("examples", ())][:5]
     connect_hist = stats.merge(r["hist"] for r in ready)
     connect = {
         "connected": sum(r["connected"] for r in ready),
@@ -100,7 +117,7 @@ def merge_reports(spec: LoadSpec, ready: list[dict], done: list[dict], failures:
         duration_s=max((r["duration_s"] for r in done), default=0.0),
         requests=sum(r["requests"] for r in done),
         errors=errors,
-        mismatches=sum(r["mismatches"] for r in done),
+        mismatches=sum(r.get("mismatches", 0) for r in [*ready, *done]),
         mismatch_examples=examples,
         latency_us=stats.summary(hist),
         latency_uncorrected_us=stats.summary(raw) if raw is not None else None,
@@ -109,4 +126,14 @@ def merge_reports(spec: LoadSpec, ready: list[dict], done: list[dict], failures:
         loop=done[0]["loop"] if done else "",
         histogram=hist,
         worker_failures=list(failures),
+        prime=_prime(spec, ready, connect["connected"]),
+        worker_cpu_s=[r.get("cpu_s", 0.0) for r in done],
     )
+
+
+def _prime(spec: LoadSpec, ready: list[dict], connected: int) -> dict | None:
+    if not spec.prime:
+        return None
+    summary = stats.summary(stats.merge(r["prime_hist"] for r in ready if r.get("prime_hist")))
+    time_s = round(max((r["time_s"] for r in ready), default=0.0), 6)
+    return {"primed": connected, "time_s": time_s, "p50_us": summary["p50"], "max_us": summary["max"]}

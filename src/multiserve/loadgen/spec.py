@@ -37,6 +37,11 @@ class LoadSpec:
     size: int | None = None
     expect: str = "upper"
     warmup: float = 0.0
+    # Prime: every connection sends one request and gets its reply before the green light (as
+    # the C reference client does), so accepting, forking or spawning a thread per connection
+    # happens before the clock starts and a slow acceptor shows in ``LoadResult.prime`` instead
+    # of leaking into throughput. A primed reply is checked as any other.
+    prime: bool = False
     connect_timeout: float = 5.0
     # With ``requests`` (no duration), a run in which no reply arrives for this long ends,
     # counting the connections still waiting as "timeout" errors, so a server that accepts and

@@ -82,6 +82,9 @@ class Worker:
         self.examples: list[tuple[str, str]] = []
         self.connect_hist = stats.new_histogram()
         self.connect_time = 0.0
+        self.prime_hist = stats.new_histogram()  # first-reply latency of each primed connection
+        self.cpu_start = 0.0  # this process's CPU clock when the measured window opened
+        self.cpu_s = 0.0  # CPU seconds this process spent inside the window
         self.window = (0.0, 0.0)
         self.finished: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -119,24 +122,60 @@ class Worker:
             self._finish()
 
     # -- connecting ---------------------------------------------------------------------------
-    async def _connect(self, conn: LoadConnection, limit: asyncio.Semaphore) -> bool:
+    async def _connect(self, conn: LoadConnection, limit: asyncio.Semaphore, prime: bool = False) -> bool:
         async with limit:
             t = time.perf_counter()
             try:
-                await asyncio.wait_for(
-                    self.loop.create_connection(lambda: conn, self.spec.host, self.spec.port),
-                    self.spec.connect_timeout,
-                )
+                if prime:
+                    sock = await self._primed_socket(conn, t)
+                    await self.loop.create_connection(lambda: conn, sock=sock)
+                else:
+                    await asyncio.wait_for(
+                        self.loop.create_connection(lambda: conn, self.spec.host, self.spec.port),
+                        self.spec.connect_timeout,
+                    )
             except (OSError, asyncio.TimeoutError) as exc:
                 self.count_error(error_kind(exc))
                 return False
-            stats.record_counts(self.connect_hist, {int((time.perf_counter() - t) * 1e6): 1})
+            if not prime:
+                stats.record_counts(self.connect_hist, {int((time.perf_counter() - t) * 1e6): 1})
             return True
+
+    async def _primed_socket(self, conn: LoadConnection, started: float) -> socket.socket:
+        """Connect a plain socket, send ``conn``'s first request and read its reply (checked);
+        the socket is then handed to ``conn`` with the ring position moved past that request.
+        Records the connect time and the first reply's latency (from its send)."""
+        spec, loop = self.spec, self.loop
+        family, kind, proto, _, address = (await loop.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM))[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.wait_for(loop.sock_connect(sock, address), spec.connect_timeout)
+            sent = time.perf_counter()
+            stats.record_counts(self.connect_hist, {int((sent - started) * 1e6): 1})
+            request = self.reqs[conn.send_idx]
+            await loop.sock_sendall(sock, request)
+            reply = b""
+            while not reply.endswith(b"\n") and len(reply) <= self.max_reply:
+                chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), spec.reply_timeout)
+                if not chunk:
+                    raise ConnectionResetError("closed before its first reply")
+                reply += chunk
+            stats.record_counts(self.prime_hist, {int((time.perf_counter() - sent) * 1e6): 1})
+            if self.check and reply != self.reps[conn.send_idx]:
+                self.mismatch(reply, self.reps[conn.send_idx])
+            conn.send_idx = (conn.send_idx + 1) % self.ring
+            conn.recv_pos = conn.send_idx * self.line_len
+            return sock
+        except BaseException:
+            sock.close()
+            raise
 
     async def connect_all(self) -> dict:
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
         t = time.perf_counter()
-        ok = await asyncio.gather(*(self._connect(c, limit) for c in self.conns))
+        ok = await asyncio.gather(*(self._connect(c, limit, self.spec.prime) for c in self.conns))
         self.connect_time = time.perf_counter() - t
         return {"connected": sum(ok), "failed": len(ok) - sum(ok)}
 
@@ -187,6 +226,7 @@ class Worker:
         self.lat.clear()
         self.raw.clear()
         self.recording = True
+        self.cpu_start = time.process_time()
         start = time.monotonic()
         self.window = (start, start)
         self._at(start + 1.0, self._second_tick, start + 1.0)
@@ -259,6 +299,7 @@ class Worker:
         end = time.monotonic()
         self.running = False
         if self.recording:
+            self.cpu_s = time.process_time() - self.cpu_start
             self._close_second()
             self.window = (self.window[0], end)
         self.recording = False
@@ -280,6 +321,7 @@ class Worker:
             "raw_hist": stats.encode(self.raw_hist) if self.open_loop else None,
             "timeline": self.timeline,
             "loop": loop_name(self.loop),
+            "cpu_s": self.cpu_s,
         }
 
 
@@ -296,8 +338,12 @@ def worker_main(spec, index, connections, first_conn, quota, rate, pipe, go, t0,
         worker.loop = loop
         worker.progress = progress
         ready = loop.run_until_complete(worker.connect_all())
-        ready.update(time_s=worker.connect_time, hist=stats.encode(worker.connect_hist), errors=dict(worker.errors))
-        worker.errors.clear()
+        ready.update(time_s=worker.connect_time, hist=stats.encode(worker.connect_hist), errors=dict(worker.errors),
+                     prime_hist=stats.encode(worker.prime_hist) if spec.prime else None,
+                     mismatches=worker.mismatches, examples=list(worker.examples))
+        worker.errors.clear()  # counted once: the ready report carries the connect phase's
+        worker.mismatches = 0
+        worker.examples.clear()
         pipe.send(("ready", ready))
         if not go.wait(timeout=spec.connect_timeout + 60):
             return

@@ -13,7 +13,7 @@ Rules (the whole state machine, in one place):
 """
 from __future__ import annotations
 
-from .base import Protocol, ProtocolError
+from .base import FAILED, PENDING, SETTLED, Protocol, ProtocolError
 
 # 64 KiB: the same order as the header limits of production servers (h11 uses 16 KiB for a whole
 # header block, nginx's large_client_header_buffers 8 KiB a line); our lines are whole requests.
@@ -43,19 +43,21 @@ class LineFramer:
     ``eof()`` returns the final unterminated line, if any. ``pending`` is the size of the
     unfinished request (a partial request has a first-byte time: the request timeout).
 
-    The unfinished request grows in a ``bytearray`` (amortized appends), so a long line read in
-    many chunks costs time linear in its length (joining ``partial + data`` on every read was
+    The unfinished request grows in a ``bytearray`` (amortized appends; made only when a request
+    is split, so an idle connection holds no buffer), so a long line read in many chunks costs
+    time linear in its length (joining ``partial + data`` on every read was
     quadratic: 40 MiB took 10.5 s).
     """
 
-    __slots__ = ("max_line", "partial", "failed")
+    __slots__ = ("max_line", "partial", "failed", "settled")
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE):
         if max_line < 1:
             raise ValueError("max_line must be at least 1")
         self.max_line = max_line
-        self.partial = bytearray()
+        self.partial = b""  # a bytearray only while a request is incomplete (idle: no buffer)
         self.failed = False
+        self.settled = True  # == not (partial or failed), kept by feed, eof and _fail
 
     @property
     def pending(self) -> int:
@@ -72,7 +74,14 @@ class LineFramer:
         if not partial:
             end = len(data) - 1
             if data.find(b"\n") == end and end <= self.max_line and end >= 0:
-                return [data]  # the common case: one whole request in one chunk
+                return [data]  # the common case: one whole request in one chunk (settled stays)
+        out = self._feed_slow(data)
+        self.settled = not (self.partial or self.failed)
+        return out
+
+    def _feed_slow(self, data: bytes) -> list[bytes]:
+        partial = self.partial
+        if not partial:
             return self._feed_fresh(data)
         nl = data.find(b"\n")
         if nl < 0:
@@ -86,7 +95,7 @@ class LineFramer:
             return []
         partial += data[: nl + 1]
         first = bytes(partial)
-        partial.clear()
+        self.partial = b""
         if nl + 1 == len(data):
             return [first]
         out = [first]
@@ -100,7 +109,7 @@ class LineFramer:
             if len(data) > self.max_line:
                 self._fail()
             else:
-                self.partial += data
+                self.partial = bytearray(data)
             return []
         last = len(data) - 1
         if end == last and data.find(b"\n") == end:
@@ -123,20 +132,22 @@ class LineFramer:
             self._fail()
             return out
         if end != last:
-            self.partial += data[end + 1 :]
+            self.partial = bytearray(data[end + 1 :])
         return out
 
     def eof(self) -> bytes | None:
         """The unterminated last request, or None. The framer is finished afterwards."""
         rest = bytes(self.partial)
-        self.partial.clear()
+        self.partial = b""
+        self.settled = not self.failed
         if self.failed or not rest:
             return None
         return rest
 
     def _fail(self) -> None:
         self.failed = True
-        self.partial.clear()
+        self.settled = False
+        self.partial = b""
 
 
 class LineProtocol(LineFramer, Protocol):
@@ -166,6 +177,11 @@ class LineProtocol(LineFramer, Protocol):
     @property
     def pending(self) -> int:
         return len(self.partial)
+
+    def status(self) -> int:
+        if self.error is not None:
+            return FAILED
+        return PENDING if self.partial else SETTLED  # always keep-alive
 
     def send(self, response) -> bytes:
         if type(response) is bytes:

@@ -147,7 +147,7 @@ def test_in_process_serve_stops_on_stop_set(engine):
     """``multiserve.serve(..., stop=Stop())`` on the main thread, stopped by ``stop.set()`` from
     another thread (no signal): the engine drains and returns its counts."""
     proc = subprocess.run([sys.executable, "-m", "multiserve.testing.in_process", engine],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["found"] == {"replies": "ONE\nTWO\nTHREE\nLAST\n"}, (result, proc.stderr[-3000:])

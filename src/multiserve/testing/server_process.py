@@ -1,11 +1,7 @@
-"""A real multiserve server in a subprocess, for tests and tools."""
+"""A real multiserve server in a subprocess, for tests: built on the one harness, multiserve.launch."""
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import select
-import signal
 import socket
 import subprocess
 import sys
@@ -13,78 +9,38 @@ import time
 
 import psutil
 
-# HOST:PORT ([::1]:PORT for IPv6), or an address without a port (unix:PATH): host is then all of it
-READY = re.compile(rb"multiserve listening on (\S+?)(?::(\d+))? engine=(\S+) pid=(\d+)")
+from .. import launch
 
 
-class ServerProcess:
-    """A started server: ``host``, ``port``, ``proc``; ``stop()`` sends SIGTERM and waits.
+class ServerProcess(launch.ServerProcess):
+    """``multiserve serve ARGS...`` started by the one harness (:mod:`multiserve.launch`):
+    ``host``, ``port``, ``proc``; ``stop()`` sends SIGTERM and waits.
 
     The process runs in its own session (process group), so ``kill()`` can also reach children
-    that a process or hybrid engine forked, by the group's id, never by name.
+    that a process or hybrid engine forked, by the group's id, never by name. A server that
+    does not become ready raises RuntimeError (with its stdout and stderr), as before.
     """
 
     def __init__(self, args, *, env=None, ready_timeout: float = 20.0, cwd=None, command=None, pass_fds=()):
         self.args = list(args)
         cmd = [*(command or [sys.executable, "-m", "multiserve"]), "serve", *self.args]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True,
-            pass_fds=pass_fds,
-        )
-        self.stderr_lines: list[bytes] = []
-        self.host, self.port = self._wait_ready(ready_timeout)
-
-    def _wait_ready(self, timeout: float):
-        deadline = time.monotonic() + timeout
-        buf = b""
-        fd = self.proc.stdout.fileno()
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            m = READY.search(buf)
-            if m:
-                host = m.group(1).decode()
-                if m.group(2) is None:
-                    return host, None
-                return host.removeprefix("[").removesuffix("]"), int(m.group(2))
-        self.kill()
-        err = self.proc.stderr.read().decode(errors="replace")
-        raise RuntimeError(f"server {' '.join(self.args)} did not become ready: {buf!r} {err[-2000:]}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        try:
+            super().__init__(cmd, ready_timeout=ready_timeout, env=env, cwd=cwd, pass_fds=pass_fds)
+        except launch.NotReady as exc:
+            raise RuntimeError(f"server {' '.join(self.args)} did not become ready: {exc}") from None
 
     def connect(self, timeout: float = 10.0, tls=None) -> "Client":
         """A client of this server (a unix socket's too); ``tls``: an ``ssl.SSLContext``."""
         return Client(self.host, self.port, timeout=timeout, tls=tls)
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then wait; returns the exit code. Kills the group if it does not exit."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        """SIGTERM, then wait; returns the exit code. Kills the group (and raises
+        subprocess.TimeoutExpired) if it does not exit in time."""
+        code = self.terminate(timeout)
+        if code is None:
             self.kill()
-            raise
-
-    def stderr_text(self) -> str:
-        """All of stderr; only after the process has exited."""
-        return self.proc.stderr.read().decode(errors="replace")
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        with contextlib.suppress(Exception):
-            self.proc.wait(5)
+            raise subprocess.TimeoutExpired(self.command, timeout)
+        return code
 
 
 @contextlib.contextmanager
@@ -92,14 +48,9 @@ def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None, comma
     """``with running_server("--engine", "thread") as srv:`` ... always killed at the end.
     ``command`` replaces ``python -m multiserve`` (e.g. the console script); ``pass_fds``: the
     descriptors the server inherits (``--bind fd://N``, socket activation)."""
-    server = ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd, command=command, pass_fds=pass_fds)
-    try:
+    with ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd, command=command,
+                       pass_fds=pass_fds) as server:
         yield server
-    finally:
-        server.kill()
-        for stream in (server.proc.stdout, server.proc.stderr):
-            with contextlib.suppress(Exception):
-                stream.close()
 
 
 class Client:

@@ -18,12 +18,13 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from urllib.parse import urlsplit
 
+from ...launch import ServerProcess
 from ...stores import open_store
-from ...testing import running_server
 from .rush import rush
 
 
@@ -55,8 +56,9 @@ def raw_loop(url: str, n: int) -> float:
 def through_server(url: str, engine: str, buyers: int, connections: int) -> tuple[float, list[str]]:
     with open_store(url) as store:
         store.init(buyers, force=True)
-    with running_server("--engine", engine, "--service", "tickets", "--store", url, "--port", "0",
-                        "--log-level", "warning") as server:
+    # The one server harness of the package (multiserve.launch), not the test support on top of it.
+    with ServerProcess([sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--service", "tickets",
+                        "--store", url, "--port", "0", "--log-level", "warning"]) as server:
         result = rush(url, buyers, via=[(server.host, server.port)], connections=connections)
     return result.count("ok") / result.seconds, result.problems
 
