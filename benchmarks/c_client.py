@@ -12,12 +12,8 @@ The instruments are compiled into a temporary folder, never copied into the repo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import re
-import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,8 +23,8 @@ import time
 import psutil
 
 from multiserve.compare.launcher import tree_cpu_seconds
+from multiserve.launch import ServerProcess, free_port
 
-READY = re.compile(rb"listening on (\S+):(\d+)|^()(\d+)$", re.M)  # ours, or echo_epoll's bare port
 PY = sys.executable
 
 ENGINES = {
@@ -59,40 +55,26 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return tree_cpu_seconds(proc, descendants)
 
 
-def start(cmd, core: int):
-    proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    buf = b""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        buf += line
-        m = READY.search(buf)
-        if m:
-            return proc, int(m.group(2) or m.group(4))
-    stop(proc)
-    raise RuntimeError(f"{cmd} did not start: {buf!r}")
+def start(cmd, core: int) -> ServerProcess:
+    """The server pinned to ``core``, through the one harness (multiserve.launch): ready on its
+    ready line, or, for the C server (``{port}`` in its command), once that port accepts."""
+    if "{port}" in cmd:
+        port = free_port()
+        return ServerProcess(["taskset", "-c", str(core), *(a.replace("{port}", str(port)) for a in cmd)], port=port)
+    return ServerProcess(["taskset", "-c", str(core), *cmd])
 
 
-def stop(proc) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def stop(server: ServerProcess) -> None:
+    if server.terminate(15) is None:
+        print(f"# {server.command[3:]} did not stop in 15 s: killed", file=sys.stderr)
+    server.close()
 
 
 def run_cell(loadgen: str, cmd, conns: int, seconds: float, warmup: float, depth: int) -> dict:
-    proc, port = start(cmd, core=1)
+    process = start(cmd, core=1)
+    port = process.port
     try:
-        server = psutil.Process(proc.pid)
+        server = psutil.Process(process.pid)
         lg = subprocess.Popen(["taskset", "-c", "0", loadgen, "-p", str(port), "-c", str(conns),
                                "-d", str(seconds), "-w", str(warmup), "-P", str(depth)],
                               stdout=subprocess.PIPE, text=True)
@@ -110,7 +92,7 @@ def run_cell(loadgen: str, cmd, conns: int, seconds: float, warmup: float, depth
         result["server_us_per_req"] = (cpu1 - cpu0) * 1e6 / requests if requests and cpu0 is not None else float("nan")
         return result
     finally:
-        stop(proc)
+        stop(process)
 
 
 def main() -> int:
@@ -128,7 +110,7 @@ def main() -> int:
     args = ap.parse_args()
     tools = build(args.instruments)
     try:
-        servers = {"c-epoll": [f"{tools}/echo_epoll", "0"], **ENGINES, **PEERS}
+        servers = {"c-epoll": [f"{tools}/echo_epoll", "{port}"], **ENGINES, **PEERS}
         if args.before_src:
             src = os.path.abspath(args.before_src)
             servers.update({f"{e}@before": ["env", f"PYTHONPATH={src}", *cmd] for e, cmd in ENGINES.items()})
@@ -143,7 +125,7 @@ def main() -> int:
                     runs.setdefault((name, c), []).append(r)
                     print(f"# {name} c={c} rps={r.get('rps')} p50={r.get('p50_us')} p99={r.get('p99_us')} "
                           f"cpu_us/req={r['server_us_per_req']:.2f} errors={r.get('errors')}", file=sys.stderr, flush=True)
-        print(f"| server | " + " | ".join(f"c={c} req/s" for c in conns) + " | " + " | ".join(f"c={c} CPU µs/req" for c in conns) + " |")
+        print("| server | " + " | ".join(f"c={c} req/s" for c in conns) + " | " + " | ".join(f"c={c} CPU µs/req" for c in conns) + " |")
         print("|---" * (1 + 2 * len(conns)) + "|")
         for name in names:
             rps = [statistics.median(float(r["rps"]) for r in runs[(name, c)]) for c in conns]

@@ -95,9 +95,9 @@ def readline(sock: socket.socket) -> bytes:
     return buf
 
 
-class Churn:
-    """Threads that each open a fresh connection per request (connect, send, read the reply,
-    close) until stopped: every connection attempt during a reload is a "new connection"."""
+class ClientThreads:
+    """Client threads running ``_run(index)`` until the ``with`` block ends; they count ``ok``
+    replies and record ``failures``."""
 
     def __init__(self, host: str, port: int, threads: int = 4):
         self.address = (host, port)
@@ -116,6 +116,14 @@ class Churn:
         self.stop.set()
         for t in self.threads:
             t.join(15)
+
+    def _run(self, index: int) -> None:
+        raise NotImplementedError
+
+
+class Churn(ClientThreads):
+    """Threads that each open a fresh connection per request (connect, send, read the reply,
+    close) until stopped: every connection attempt during a reload is a "new connection"."""
 
     def _run(self, index: int) -> None:
         n = 0
@@ -364,29 +372,12 @@ def test_a_mixed_load_burns_in_the_pool_while_the_loop_answers_light_requests():
         assert srv.stop(30) == 0
 
 
-class Persistent:
+class Persistent(ClientThreads):
     """Client threads that each keep one connection and send request after request on it;
     when the server closes it (after a reply), they reconnect and go on. A request whose reply
     never came (the close raced it) is sent again on the new connection."""
 
-    def __init__(self, host: str, port: int, threads: int):
-        self.address = (host, port)
-        self.stop = threading.Event()
-        self.ok = 0
-        self.reconnects = 0
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
+    reconnects = 0
 
     def _run(self, index: int) -> None:
         n = 0

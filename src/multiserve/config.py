@@ -151,6 +151,16 @@ SETTINGS: tuple[Setting, ...] = (
             "wire protocol"),
     Setting("service", "--service", "upper", text,
             "upper | echo | sleep:MS | cpu:MS | tickets | package.module:Name"),
+    # HTTP (issue 12)
+    Setting("app", "--app", None, optional(text), "HTTP: the application to serve, module:name (needs --protocol http)"),
+    Setting("interface", "--interface", "auto", one_of("auto", "wsgi", "asgi"),
+            "HTTP: how --app is called: wsgi (PEP 3333), asgi (ASGI 3: asyncio, hybrid), auto (asgi for a coroutine function)"),
+    # 64 KiB: issue 12's default, as --max-line; above h11's 16 KiB and nginx's 4 x 8 KiB
+    Setting("max_header", "--max-header", 65536, positive_int,
+            "HTTP: longest request line + headers, in bytes (431 past it)"),
+    # 1 MiB: nginx's client_max_body_size default; a request body is held whole in memory
+    Setting("max_body", "--max-body", 1 << 20, non_negative_int,
+            "HTTP: largest request body, in bytes (413 past it)"),
     Setting("host", "--host", "127.0.0.1", text, "address to bind (unless --bind is given)"),
     Setting("port", "--port", 8080, port_number, "port to bind; 0 picks a free one (unless --bind is given)"),
     Setting("bind", "--bind", (), bind_addresses,

@@ -57,6 +57,12 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
     config = config or make_config(engine=engine, **settings)
     if not logging.getLogger().handlers and not logging.getLogger("multiserve").handlers:
         configure_logging(config.log_level)  # embedded: the summary line is still printed
+    if service is None and config.app is not None:
+        from .apps import app_service
+
+        service = app_service(config)
+    elif service is None and config.protocol == "http":
+        raise ValueError("--protocol http serves an application: add --app module:name")
     if service is None:
         service = config.service
     if isinstance(service, str):

@@ -16,6 +16,12 @@ accepted connection, calls ``make_session(peer)``; then, for that connection::
     session.finish()                   # exactly once, whatever happened
 
 A reply is ``bytes`` or, for a streamed response, an iterable of byte pieces written in order.
+A protocol's :class:`~multiserve.protocol.base.Interim` among the requests (HTTP's 100 Continue)
+is answered with its own bytes, without the service, and not counted. A streamed reply whose
+pieces raise (a WSGI body failing midway) ends there: the error is logged like a ``handle`` error
+and the protocol, which saw it pass, decides what the connection does (HTTP closes it). On an
+event loop (``answer_async``), a blocking service's streamed reply is an async iterable whose
+pieces are pulled on the thread pool, so the service's code never runs on the loop.
 Every call path (inline, thread pool, process pool, coroutine) goes through the same counting,
 the same error wrapping and the same replies: a service that raises, or returns something that
 is not a reply, costs that request the protocol's "service error" reply and one log line (its
@@ -23,11 +29,12 @@ traceback the first time that error is seen), never the connection.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import traceback
 
-from .protocol.base import CLOSE, FAILED, PENDING, SETTLED  # noqa: F401  (engines read them here)
+from .protocol.base import CLOSE, FAILED, PENDING, SETTLED, Interim  # noqa: F401  (engines read the states here)
 from .services.base import Connection, has_async_handle, has_sync_handle, overrides
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 _loops = threading.local()
 # (exception type, file, line) of service errors already logged with their traceback
 _seen_errors: set = set()
+_DONE = object()  # the end of a streamed reply pulled on a thread pool
 
 
 def run_coroutine_here(coro):
@@ -47,6 +55,14 @@ def run_coroutine_here(coro):
     return runner.run(coro)
 
 
+def _submit_quietly(threads, fn) -> None:
+    """``fn`` on ``threads``, unless the pool is already shut down (the server is stopping)."""
+    try:
+        threads.submit(fn)
+    except RuntimeError:
+        pass
+
+
 def call_cpu(service, request):
     """What a process pool runs (module level, so it pickles): the service without a connection."""
     return service.handle(request, None)
@@ -56,6 +72,11 @@ def describe_peer(peer) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer)
+
+
+class ServiceStartError(RuntimeError):
+    """The service could not start on the serving loop (``open_async`` raised): the server stops
+    (a hybrid worker exits as a boot error, so the supervisor does not restart it in a loop)."""
 
 
 class CallPlan:
@@ -124,6 +145,23 @@ class SessionFactory:
         closer = getattr(self.service, "close", None)
         if closer is not None:
             closer()
+
+    async def open_service_async(self) -> None:
+        """On an event-loop engine, on the loop that serves, before it accepts: the service's
+        ``async open_async()`` if it has one (an ASGI app's lifespan startup)."""
+        opened = getattr(self.service, "open_async", None)
+        if opened is not None:
+            try:
+                await opened()
+            except Exception as exc:
+                raise ServiceStartError(f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError)
+                                        else str(exc)) from exc
+
+    async def close_service_async(self) -> None:
+        """The same, after the drain: ``async close_async()`` (lifespan shutdown)."""
+        closer = getattr(self.service, "close_async", None)
+        if closer is not None:
+            await closer()
 
 
 class Session:
@@ -219,6 +257,8 @@ class Session:
     # -- answering --------------------------------------------------------------------------
     def answer(self, request):
         """The reply to ``request``, computed on the calling thread (which it may block)."""
+        if type(request) is Interim:
+            return request.wire
         self.requests += 1
         try:
             reply = self._call(request, self.conn)
@@ -235,13 +275,13 @@ class Session:
         replies = [self.answer(request) for request in requests]
         if all(type(reply) is bytes for reply in replies):
             return b"".join(replies)
-        pieces = []
-        for reply in replies:
-            pieces.extend([reply] if type(reply) is bytes else reply)
-        return pieces
+        # lazily: a streamed reply among them is pulled as it is written, never held whole
+        return itertools.chain.from_iterable([reply] if type(reply) is bytes else reply for reply in replies)
 
     async def answer_async(self, request, pools: Pools):
         """The reply to ``request`` on an event loop: awaited, or run in ``pools``."""
+        if type(request) is Interim:
+            return request.wire
         self.requests += 1
         plan = self.plan
         try:
@@ -260,17 +300,73 @@ class Session:
             return self._service_failed(exc)
         if self._passes and type(reply) is bytes:
             return reply
-        return self._send(reply)
+        wire = self._send(reply)
+        if plan.blocking and type(wire) not in (bytes, list, tuple):
+            return self._pulled_in(wire, pools.threads)
+        return wire
+
+    async def _pulled_in(self, pieces, threads):
+        """A blocking service's streamed reply on an event loop: each piece is pulled on
+        ``threads``, where the service's code runs (a WSGI body's generator may block between
+        pieces), never on the loop; an async iterable the engine writes as it comes. If the
+        engine stops early (the client left), the stream is closed on ``threads`` too, once the
+        piece being pulled is in (a generator cannot be closed while it runs)."""
+        import asyncio  # only on event-loop engines
+
+        iterator = pieces  # a generator (the session's guarded stream)
+        pulling = None
+        try:
+            while True:
+                try:
+                    pulling = threads.submit(next, iterator, _DONE)
+                except RuntimeError:  # the pool is shut down: the server is past its grace period
+                    pulling = None
+                    break
+                piece = await asyncio.wrap_future(pulling)
+                if piece is _DONE:
+                    return  # exhausted: nothing to close
+                yield piece
+        except BaseException:  # the engine stopped early (cancelled, or closed the stream)
+            if pulling is not None and not pulling.done():
+                pulling.add_done_callback(lambda _: _submit_quietly(threads, iterator.close))
+            else:
+                _submit_quietly(threads, iterator.close)
+            raise
 
     def _send(self, reply):
         """The protocol's wire form of ``reply``; a reply the protocol cannot send (a ``str``
         where bytes are due) is the service's error, named by its type."""
         try:
-            return self.protocol.send(reply)
+            wire = self.protocol.send(reply)
         except TypeError as exc:
             log.error("service handle() for %s returned %s: %s; sent the service error reply",
                       describe_peer(self.conn.peer), type(reply).__name__, exc)
             return self.protocol.error_reply("service error")
+        if type(wire) in (bytes, list, tuple):
+            return wire
+        if hasattr(wire, "__aiter__"):
+            return self._guarded_async(wire)
+        return self._guarded(wire)
+
+    async def _guarded_async(self, pieces):
+        """``_guarded`` for an async stream (an ASGI body, on an event loop)."""
+        try:
+            async for piece in pieces:
+                yield piece
+        except Exception as exc:
+            self.errored = 1
+            self._log_service_error("response body", exc)
+        finally:
+            await pieces.aclose()  # an async generator is not closed by leaving its ``async for``
+
+    def _guarded(self, pieces):
+        """A streamed reply's pieces; an exception from them is the service's, logged here, and
+        ends the stream (never the engine's write loop)."""
+        try:
+            yield from pieces
+        except Exception as exc:
+            self.errored = 1
+            self._log_service_error("response body", exc)
 
     def _run_coroutine(self, request, conn):
         return run_coroutine_here(self.service.handle_async(request, conn))

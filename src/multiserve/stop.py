@@ -74,9 +74,7 @@ class Stop:
 
     def drain(self) -> None:
         """Empty the pipe after a wake-up; call ``is_set()`` after this, not before."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._read_fd, 4096):
-                pass
+        drain_pipe(self._read_fd)
         if self._flag.is_set():
             self.wake()  # stays readable for whoever else looks once it is set
 
@@ -84,6 +82,13 @@ class Stop:
         for fd in (self._read_fd, self._write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def drain_pipe(fd: int) -> None:
+    """Read a non-blocking self-pipe empty (the wake-ups it carried are all seen now)."""
+    with contextlib.suppress(BlockingIOError, OSError):
+        while os.read(fd, 4096):
+            pass
 
 
 @contextlib.contextmanager

@@ -122,7 +122,7 @@ def idle_table(idle_rows) -> list[str]:
 
 
 def _method(results) -> str:
-    m, s = results["machine"], results["settings"]
+    s = results["settings"]
     expects = s.get("expect") or {}
     unchecked = [svc for svc, e in expects.items() if e == "any"]
     return (

@@ -15,6 +15,8 @@ import select
 import threading
 import time
 
+from ..stop import drain_pipe
+
 log = logging.getLogger(__name__)
 
 OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -166,16 +168,9 @@ class Acceptor:
                 if fd == stop_fd:
                     self.stop.drain()
                 else:
-                    self._read_wakes()
+                    drain_pipe(self.wake_r)
                 if on_wake is not None:
                     on_wake()
-
-    def _read_wakes(self) -> None:
-        try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def close(self) -> None:
         os.close(self.wake_r)

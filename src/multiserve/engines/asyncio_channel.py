@@ -154,6 +154,8 @@ class Channel(asyncio.Protocol):
                 if self.transport.is_closing():
                     return
                 await self._write(reply)
+                if not session.keep_alive:  # the reply ended the connection (the session's contract:
+                    self.closing = True     # close once the replies are written), e.g. HTTP's close
                 self.active = True
                 if server.on_request is not None:
                     server.on_request(1)
@@ -166,9 +168,20 @@ class Channel(asyncio.Protocol):
             self._close_now()
 
     async def _write(self, reply) -> None:
-        """Write a reply; a streamed one piece by piece, waiting while the client is slow."""
+        """Write a reply (bytes, or an iterable or async iterable of pieces); a streamed one piece
+        by piece, waiting while the client is slow."""
         if type(reply) is bytes:
             self.transport.write(reply)
+            return
+        if hasattr(reply, "__aiter__"):  # pieces produced off the loop (session.answer_async)
+            try:
+                async for piece in reply:
+                    self.transport.write(piece)
+                    if self.write_paused_at is not None:
+                        self.drained = self.server.loop.create_future()
+                        await self.drained
+            finally:  # also when cut short (the client left): the stream's clean-up runs now
+                await reply.aclose()
             return
         for piece in reply:
             self.transport.write(piece)

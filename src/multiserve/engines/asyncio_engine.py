@@ -135,11 +135,13 @@ class LoopServer:
         self.listener.setblocking(False)
         period = deadlines.sweep_period(self.config)
         self.loop.call_later(period, self._sweep, period)
+        await self.sessions.open_service_async()  # on this loop, before accepting (ASGI lifespan)
         self.start_listening()
         if ready is not None:
             ready()
         await stop.wait()
         await self._drain()
+        await self.sessions.close_service_async()
         return self.stats
 
     def _sweep(self, period: float) -> None:

@@ -35,6 +35,7 @@ import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from ..session import ServiceStartError
 from ..sockets import address_of, bind_listener
 from ..stop import Stop, stop_on_signals
 from ..supervisor import BOOT_ERROR, Arbiter
@@ -130,6 +131,9 @@ class HybridWorker:
         try:
             with stop_on_signals(stop):
                 stats = loop.run_until_complete(self._serve(context, listener, pool, stop))
+        except ServiceStartError as exc:  # open_async on the loop (an ASGI lifespan startup)
+            log.error("worker %d cannot start: %s", os.getpid(), exc)
+            return BOOT_ERROR
         finally:
             loop.close()
             listener.close()

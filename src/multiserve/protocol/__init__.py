@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Protocol, ProtocolError
+from .base import Interim, Protocol, ProtocolError
 from .line import DEFAULT_MAX_LINE, LineFramer, LineProtocol, LineTooLong, error_reply
 
 # name -> "module:factory"; a factory takes the server config and returns a per-connection
 # protocol constructor (so its settings are read once, not per connection)
 PROTOCOLS = {
     "line": "multiserve.protocol.line:factory",
+    "http": "multiserve.protocol.http:factory",
 }
 
 
@@ -28,5 +29,5 @@ def protocol_factory(name: str, config):
     return getattr(importlib.import_module(module_name), attr)(config)
 
 
-__all__ = ["DEFAULT_MAX_LINE", "PROTOCOLS", "LineFramer", "LineProtocol", "LineTooLong", "Protocol",
+__all__ = ["DEFAULT_MAX_LINE", "PROTOCOLS", "Interim", "LineFramer", "LineProtocol", "LineTooLong", "Protocol",
            "ProtocolError", "error_reply", "protocol_factory"]

@@ -5,7 +5,9 @@ protocol it carries.
 
 The life of one connection, as the session drives it::
 
-    requests = protocol.receive_data(data)   # zero or more complete requests, in order
+    requests = protocol.receive_data(data)   # zero or more complete requests, in order; an
+                                             # Interim among them is the protocol's own reply
+                                             # (HTTP's 100 Continue), sent in its place in order
     protocol.error                           # a ProtocolError once the client broke the protocol:
                                              # answer the requests returned so far, send its
                                              # ``reply``, close
@@ -42,6 +44,17 @@ class ProtocolError:
 
     reply: bytes
     reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Interim:
+    """Bytes the protocol itself sends at this point of the reply order, without the service:
+    HTTP's ``100 Continue`` once a request's headers are in and before its body is. It comes
+    out of ``receive_data`` among the requests; the session answers it with ``wire``, without
+    calling the service or counting a request."""
+
+    __slots__ = ("wire",)
+    wire: bytes
 
 
 class Protocol:

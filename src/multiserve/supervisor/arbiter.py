@@ -32,7 +32,7 @@ import select
 import signal
 import time
 
-from ..stop import STOP_SIGNALS
+from ..stop import STOP_SIGNALS, drain_pipe
 from .slots import Slot, SlotTable
 
 log = logging.getLogger(__name__)
@@ -174,11 +174,7 @@ class Arbiter:
         if self.stop.fileno() in readable:
             self.stop.drain()
         if self.wake_r in readable:
-            try:
-                while os.read(self.wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            drain_pipe(self.wake_r)
 
     def handle_hup(self) -> None:
         incoming = self._incoming()
