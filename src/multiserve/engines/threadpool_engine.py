@@ -162,8 +162,8 @@ class ThreadPoolEngine(Engine):
                 log.warning("grace period of %.1fs over: closed %d connections still busy",
                             self.config.grace, len(self.channels))
                 for channel in list(self.channels.values()):
-                    try:
-                        channel.sock.shutdown(socket.SHUT_RDWR)
+                    try:  # the descriptor's shutdown: an SSL socket's own drops its TLS state (channels.shutdown)
+                        socket.socket.shutdown(channel.sock, socket.SHUT_RDWR)
                     except OSError:
                         pass
                 self.emptied.wait_for(lambda: not self.channels, 1.0)
