@@ -6,8 +6,28 @@ before threading, socket and the rest of multiserve are imported in this process
 import sys
 
 
+def _option(argv, name):
+    """The value of ``--name VALUE`` or ``--name=VALUE`` (the last one), or None."""
+    value = None
+    for a, b in zip(argv, [*argv[1:], None]):
+        if a == name:
+            value = b
+        elif a.startswith(name + "="):
+            value = a.partition("=")[2]
+    return value
+
+
 def _wants_gevent(argv) -> bool:
-    return "--engine=gevent" in argv or any(a == "--engine" and b == "gevent" for a, b in zip(argv, argv[1:]))
+    engine = _option(argv, "--engine")
+    if engine is None and _option(argv, "--config"):  # the engine may come from the file
+        try:
+            import tomllib
+
+            with open(_option(argv, "--config"), "rb") as f:
+                engine = tomllib.load(f).get("engine")
+        except (ImportError, OSError, ValueError):
+            return False  # the CLI reports a bad file with one line
+    return engine == "gevent"
 
 
 def main(argv=None):

@@ -15,28 +15,38 @@ class SettingError(ValueError):
     """A setting's value is refused; the message names the setting."""
 
 
+def _whole(value) -> int:
+    """``int(value)``, refusing what ``int`` would silently change: a bool (TOML's ``true``) or a
+    float with a fraction (``2.5``)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"must be a whole number, got {value!r}")
+    return int(value)
+
+
 def positive_int(value) -> int:
-    number = int(value)
+    number = _whole(value)
     if number < 1:
         raise ValueError(f"must be >= 1, got {number}")
     return number
 
 
 def non_negative_int(value) -> int:
-    number = int(value)
+    number = _whole(value)
     if number < 0:
         raise ValueError(f"must be >= 0, got {number}")
     return number
 
 
 def port_number(value) -> int:
-    number = int(value)
+    number = _whole(value)
     if not 0 <= number <= 65535:
         raise ValueError(f"must be 0..65535, got {number}")
     return number
 
 
 def seconds(value) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number of seconds, got {value!r}")
     number = float(value)
     if not number > 0:
         raise ValueError(f"must be > 0 seconds, got {number}")
@@ -49,12 +59,53 @@ def text(value) -> str:
     return value
 
 
-def one_of(*choices: str) -> Callable[[Any], str]:
+def one_of(*choices: str, aliases: dict | None = None) -> Callable[[Any], str]:
+    """One of ``choices``, in any case (``INFO`` is ``info``); ``aliases`` maps other spellings
+    (ssl's ``2`` for ``required``) to a choice."""
     def check(value) -> str:
-        if value not in choices:
+        key = value.lower() if isinstance(value, str) else value
+        key = (aliases or {}).get(key if not isinstance(key, bool) else None, key)
+        if key not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
+        return key
     return check
+
+
+def octal_mode(value) -> int:
+    """A file mode: ``660``/``"0o660"`` on the command line or in a TOML string (octal), or a
+    TOML integer written ``0o660``."""
+    if isinstance(value, str):
+        text = value.lower().removeprefix("0o")
+        try:
+            value = int(text, 8)
+        except ValueError:
+            raise ValueError(f"must be an octal file mode such as 660, got {value!r}") from None
+    number = _whole(value)
+    if not 0 <= number <= 0o777:
+        raise ValueError(f"must be an octal file mode 000..777, got {oct(number)}")
+    return number
+
+
+def existing_file(value) -> str:
+    path = text(value)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def bind_addresses(value) -> tuple:
+    """``--bind``: one address or a list of them (``HOST:PORT``, ``[::1]:PORT``, ``unix:PATH``,
+    ``fd://N``), each parsed by ``multiserve.sockets.parse_bind``; returns them normalized, as a
+    tuple. More than one is refused here, for every engine: an engine accepts on one listener
+    (``Engine.serve(listener, ...)``), so run one server per address."""
+    from .sockets import parse_bind
+
+    items = [value] if isinstance(value, str) else list(value or ())
+    addresses = tuple(str(parse_bind(item)) for item in items)
+    if len(addresses) > 1:
+        raise ValueError(f"one address per server, got {len(addresses)} ({', '.join(addresses)}): "
+                         "an engine accepts on one listener; run one server per address")
+    return addresses
 
 
 def registered(kind: str, registry_path: str) -> Callable[[Any], str]:
@@ -87,7 +138,8 @@ class Setting:
     default: Any
     validate: Callable[[Any], Any]
     help: str
-    action: str | None = None  # argparse's store_true/store_false for on/off flags
+    action: str | None = None  # argparse's store_true/store_false for on/off flags, append for lists
+    shown_default: str | None = None  # what --help says the default is, when str(default) says it badly
 
 
 CORES = os.cpu_count() or 1
@@ -109,8 +161,23 @@ SETTINGS: tuple[Setting, ...] = (
     # 1 MiB: nginx's client_max_body_size default; a request body is held whole in memory
     Setting("max_body", "--max-body", 1 << 20, non_negative_int,
             "HTTP: largest request body, in bytes (413 past it)"),
-    Setting("host", "--host", "127.0.0.1", text, "address to bind"),
-    Setting("port", "--port", 8080, port_number, "port to bind; 0 picks a free one"),
+    Setting("host", "--host", "127.0.0.1", text, "address to bind (unless --bind is given)"),
+    Setting("port", "--port", 8080, port_number, "port to bind; 0 picks a free one (unless --bind is given)"),
+    Setting("bind", "--bind", (), bind_addresses,
+            "where to listen instead of --host/--port: HOST:PORT, [::1]:PORT, unix:PATH or fd://N "
+            "(an inherited listening socket); systemd socket activation (LISTEN_FDS) overrides it",
+            action="append", shown_default="--host:--port"),
+    Setting("unix_mode", "--unix-mode", None, optional(octal_mode),
+            "mode of a unix:PATH socket file, in octal such as 660", shown_default="what the umask leaves"),
+    Setting("certfile", "--certfile", None, optional(existing_file), "serve TLS: the certificate chain (PEM)"),
+    Setting("keyfile", "--keyfile", None, optional(existing_file), "TLS: the private key (PEM)",
+            shown_default="in the certfile"),
+    Setting("ca_certs", "--ca-certs", None, optional(existing_file),
+            "TLS: CA certificates (PEM) that client certificates are checked against"),
+    Setting("cert_reqs", "--cert-reqs", "none",
+            one_of("none", "optional", "required", aliases={0: "none", 1: "optional", 2: "required",
+                                                            "0": "none", "1": "optional", "2": "required"}),
+            "TLS: ask for a client certificate: none, optional or required (ssl's 0, 1, 2)"),
     Setting("max_conns", "--max-conns", 0, non_negative_int,
             "open connections at most; more wait in the backlog (0: no limit beyond the OS's)"),
     Setting("max_line", "--max-line", 65536, positive_int, "longest request line, in bytes"),
@@ -151,6 +218,19 @@ def _validate(self) -> None:
         except (TypeError, ValueError) as exc:
             raise SettingError(f"{s.name} ({s.flag}): {exc}") from None
         object.__setattr__(self, s.name, checked)
+    for names, check in TOGETHER:
+        problem = check(self)
+        if problem:
+            raise SettingError(f"{' / '.join(SETTINGS_BY_NAME[n].flag for n in names)}: {problem}")
+
+
+# Settings that only make sense together: (names, check(config) -> None or what is wrong).
+TOGETHER = (
+    (("keyfile", "certfile"), lambda c: c.keyfile and not c.certfile and "a keyfile needs a certfile"),
+    (("ca_certs", "certfile"), lambda c: c.ca_certs and not c.certfile and "client certificates need TLS (a certfile)"),
+    (("cert_reqs", "ca_certs"), lambda c: c.cert_reqs != "none" and not c.ca_certs
+     and f"--cert-reqs {c.cert_reqs} needs --ca-certs to check client certificates against"),
+)
 
 
 def _threads_or(self, default: int) -> int:
@@ -178,8 +258,14 @@ def make_config(**settings) -> "ServerConfig":
     return ServerConfig(**settings)
 
 
+def flags_from_args(args: argparse.Namespace) -> dict:
+    """The settings given on the command line (``add_server_arguments`` leaves the others out of
+    ``args``, so a flag that repeats its default still wins over a config file)."""
+    return {s.name: getattr(args, s.name) for s in SETTINGS if hasattr(args, s.name)}
+
+
 def config_from_args(args: argparse.Namespace) -> "ServerConfig":
-    return ServerConfig(**{s.name: getattr(args, s.name) for s in SETTINGS})
+    return ServerConfig(**flags_from_args(args))
 
 
 def _argparse_type(validate):
@@ -191,11 +277,24 @@ def _argparse_type(validate):
     return parse
 
 
+def _help(s: Setting) -> str:
+    if s.shown_default is not None:
+        shown = s.shown_default
+    elif s.action in ("store_true", "store_false"):
+        shown = "off"  # the flag, not the setting: --no-uvloop is off, so uvloop is used
+    else:
+        shown = "unset" if s.default is None else s.default
+    return f"{s.help} (default: {shown})"
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per setting. Defaults are left out of the namespace (``argparse.SUPPRESS``):
+    ``flags_from_args`` then knows which settings the command line gave."""
     for s in SETTINGS:
-        help_text = f"{s.help} (default: {s.default})"
-        if s.action:
-            parser.add_argument(s.flag, dest=s.name, action=s.action, default=s.default, help=help_text)
+        if s.action in ("store_true", "store_false"):
+            parser.add_argument(s.flag, dest=s.name, action=s.action, default=argparse.SUPPRESS, help=_help(s))
+        elif s.action == "append":  # each value is checked with the rest, by the setting's validator
+            parser.add_argument(s.flag, dest=s.name, action="append", default=argparse.SUPPRESS, help=_help(s))
         else:
-            parser.add_argument(s.flag, dest=s.name, type=_argparse_type(s.validate), default=s.default,
-                                help=help_text)
+            parser.add_argument(s.flag, dest=s.name, type=_argparse_type(s.validate), default=argparse.SUPPRESS,
+                                help=_help(s))

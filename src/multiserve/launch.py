@@ -28,8 +28,9 @@ import tempfile
 import threading
 import time
 
-# multiserve.server.ready_line's format: "multiserve listening on HOST:PORT engine=E pid=N".
-READY = re.compile(rb"multiserve listening on (\S+):(\d+) engine=(\S+) pid=(\d+)")
+# multiserve.server.ready_line's format: "multiserve listening on HOST:PORT engine=E pid=N"
+# ([::1]:PORT for IPv6; an address without a port, unix:PATH, is all host, and the port None).
+READY = re.compile(rb"multiserve listening on (\S+?)(?::(\d+))? engine=(\S+) pid=(\d+)")
 # A cold interpreter with gevent imported starts in ~0.3 s here; a loaded 2-core machine can be
 # ten times slower: 20 s is far beyond both.
 READY_TIMEOUT = 20.0
@@ -51,6 +52,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def ready_address(match) -> tuple:
+    """(host, port) from a READY match: ("::1", 8080) for "[::1]:8080", ("unix:PATH", None)."""
+    host = match.group(1).decode()
+    if match.group(2) is None:
+        return host, None
+    return host.removeprefix("[").removesuffix("]"), int(match.group(2))
+
+
 def _accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):
@@ -69,11 +78,12 @@ class ServerProcess:
     """
 
     def __init__(self, command: list[str], *, ready_timeout: float = READY_TIMEOUT, env=None, cwd=None,
-                 host: str = "127.0.0.1", port: int | None = None):
+                 host: str = "127.0.0.1", port: int | None = None, pass_fds=()):
         self.command = list(command)
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, env=env, cwd=cwd, start_new_session=True)
+                                     stderr=self._stderr, env=env, cwd=cwd, start_new_session=True,
+                                     pass_fds=pass_fds)
         self.stdout_seen = b""
         try:
             self.host, self.port = self._wait_ready(ready_timeout, host, port)
@@ -93,7 +103,7 @@ class ServerProcess:
                 if chunk:
                     self.stdout_seen += chunk
                     if m := READY.search(self.stdout_seen):
-                        return m.group(1).decode(), int(m.group(2))
+                        return ready_address(m)
                 else:
                     stdout_open = False
             if port is not None:

@@ -15,8 +15,9 @@ from .engines.base import ServeStats
 from .protocol import protocol_factory
 from .services import load_service
 from .session import SessionFactory
-from .sockets import address_of, bind_listener
+from .sockets import open_listener
 from .stop import Stop, stop_on_signals
+from .tls import server_context
 
 log = logging.getLogger(__name__)
 # Engines whose workers open and close the service themselves, after their fork.
@@ -32,9 +33,11 @@ def configure_logging(level: str) -> None:
     )
 
 
-def ready_line(host: str, port: int, engine: str) -> str:
-    """The line a server prints once, when it accepts; tests and tools parse it."""
-    return f"multiserve listening on {host}:{port} engine={engine} pid={os.getpid()}"
+def ready_line(host: str, port: int | None, engine: str) -> str:
+    """The line a server prints once, when it accepts; tests and tools parse it. ``host`` alone
+    (``port`` None) is a whole address: ``unix:/run/x.sock``, ``[::1]:8080``."""
+    where = host if port is None else f"{host}:{port}"
+    return f"multiserve listening on {where} engine={engine} pid={os.getpid()}"
 
 
 def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, stop: Stop | None = None,
@@ -43,7 +46,8 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
 
     Settings are ServerConfig's fields (``port=8080``, ``max_conns=...``), validated first: a bad
     or unknown one raises :class:`~multiserve.config.SettingError` (a ValueError) naming it.
-    Prints the ready line to stdout (or calls ``on_ready(host, port)`` instead). Stops on
+    Prints the ready line to stdout (or calls ``on_ready(host, port)`` instead; for a unix socket
+    ``on_ready("unix:PATH", None)``). Stops on
     SIGTERM/SIGINT when called on the main thread, or when ``stop.set()`` is called (pass your
     own :class:`~multiserve.stop.Stop` to stop it from another thread); then drains gracefully,
     logs the ``stopped: ...`` summary and returns the counts as a
@@ -64,16 +68,21 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
     if isinstance(service, str):
         service = load_service(service, {"store": config.store})
     sessions = SessionFactory(service, protocol_factory(config.protocol, config))
-    engine_obj = engine_class(config.engine)(config)
-    listener = bind_listener(config.host, config.port, config.backlog,
-                             reuse_port=config.reuse_port and config.engine == "hybrid")
-    host, port = address_of(listener)
+    # before binding: a certificate that cannot be used is one error line, and nothing listens
+    engine_obj = engine_class(config.engine)(config, tls=server_context(config))
+    bound = open_listener(config)
+    listener, address = bound.sock, bound.address
+    if config.reuse_port and config.engine == "hybrid" and address.kind != "tcp":
+        bound.close()
+        raise ValueError(f"--reuse-port: each worker binds its own HOST:PORT socket; it cannot share {address}")
 
     def ready():
-        if on_ready is not None:
-            on_ready(host, port)
+        if on_ready is None:
+            print(ready_line(str(address), None, config.engine) + (" tls" if engine_obj.tls else ""), flush=True)
+        elif address.kind == "tcp":
+            on_ready(address.host, address.port)
         else:
-            print(ready_line(host, port, config.engine), flush=True)
+            on_ready(str(address), None)
 
     own_stop = stop is None
     stop = stop or Stop()
@@ -85,10 +94,10 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
             with stop_on_signals(stop):
                 stats = engine_obj.serve(listener, sessions, ready=ready, stop=stop)
         finally:
-            listener.close()
             if not in_workers:
                 sessions.close_service()
     finally:
+        bound.close()  # and a unix socket file is removed
         if own_stop:
             stop.close()
     log.info("stopped: %s", stats.summary())

@@ -131,7 +131,9 @@ class Channel(asyncio.Protocol):
             if last:
                 self._enqueue(last)
         self._finish_then(None)
-        return True  # we close once the replies are written
+        # True: we close once the replies are written. A TLS transport has no half-close: asyncio
+        # closes it after this call whatever we return (and logs a warning for True).
+        return self.server.tls is None
 
     # -- the worker: one per connection, only for requests not answered inline ----------------
     def _enqueue(self, requests):

@@ -18,7 +18,8 @@ import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
-from ..session import Pools
+from ..session import Pools, describe_peer
+from ..tls import handshake_failed
 from . import timeouts as deadlines
 from .acceptor import ACCEPT_BACKOFF_SECONDS, AcceptErrorLog, accept_some
 from .asyncio_channel import Channel
@@ -36,15 +37,16 @@ class LoopServer:
     Hooks (the hybrid engine's; each optional): ``admission(open_here) -> bool`` replaces the
     per-process ``--max-conns`` test; ``on_request(n)`` is told of every n replies;
     ``on_last_accept()`` runs right after the final accept on stop; ``cpu_pool`` takes CPU-bound
-    calls. Accepting is ours, not ``loop.create_server``'s, for two reasons: past ``--max-conns``
+    calls; ``tls`` (an ``ssl.SSLContext``) serves TLS. Accepting is ours, not ``loop.create_server``'s, for two reasons: past ``--max-conns``
     we stop reading the listener (clients wait in the backlog), and on stop we accept what the
     kernel already queued in the backlog before closing it, so no connection the kernel accepted
     is reset. The caller owns ``listener``.
     """
 
     def __init__(self, listener: socket.socket, sessions, config, *, cpu_pool=None, admission=None,
-                 on_request=None, on_last_accept=None):
+                 on_request=None, on_last_accept=None, tls=None):
         self.listener = listener
+        self.tls = tls  # an ssl.SSLContext: the loop's TLS transport wraps each connection
         self.sessions = sessions
         self.config = config
         self.stats = ServeStats()
@@ -92,13 +94,22 @@ class LoopServer:
 
     def _start(self, sock, peer) -> None:
         self.pending += 1
-        self.loop.create_task(self._adopt(sock))
+        self.loop.create_task(self._adopt(sock, peer))
 
-    async def _adopt(self, sock) -> None:
+    async def _adopt(self, sock, peer) -> None:
         try:
-            await self.loop.connect_accepted_socket(lambda: Channel(self), sock)
-        except OSError as exc:
-            log.info("connection setup failed: %s", exc)
+            if self.tls is None:
+                await self.loop.connect_accepted_socket(lambda: Channel(self), sock)
+            else:  # the handshake, bounded by --request-timeout, before the Channel is made
+                await self.loop.connect_accepted_socket(lambda: Channel(self), sock, ssl=self.tls,
+                                                        ssl_handshake_timeout=self.config.request_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            if self.tls is None:
+                log.info("connection setup failed: %s", exc)
+            else:  # counted as a connection that ended on an error, as the other engines count it
+                log.info("connection %s: %s", describe_peer(peer),
+                         handshake_failed(exc, self.config.request_timeout).strerror)
+                self.stats.add(connections=1, errors=1)
             sock.close()
         finally:
             self.pending -= 1
@@ -194,5 +205,5 @@ class AsyncioEngine(Engine):
 
     async def _main(self, listener, sessions, ready, stop):
         loop = asyncio.get_running_loop()
-        server = LoopServer(listener, sessions, self.config)
+        server = LoopServer(listener, sessions, self.config, tls=self.tls)
         return await server.serve(loop_stop_event(loop, stop), ready=ready)

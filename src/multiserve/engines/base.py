@@ -20,6 +20,11 @@ What the caller provides, and may rely on:
     a :class:`~multiserve.stop.Stop`, set on SIGTERM/SIGINT (or by a test). The caller installed
     the signal handlers; an engine installs none for stopping (an engine that forks makes its own
     in the child, see ``multiserve.stop``).
+``tls`` (given to ``__init__``)
+    None, or the server's ``ssl.SSLContext``: the engine serves every accepted connection through
+    it (``multiserve.tls`` says how each kind of engine does), its handshake bounded by
+    ``config.request_timeout``, a failed handshake costing one log line and counted as that
+    connection's error.
 
 What an engine implements: ``serve``, which returns a :class:`ServeStats` after a graceful drain
 (stop accepting, answer what was received, finish in-flight requests within ``config.grace``,
@@ -46,8 +51,9 @@ class Engine:
 
     name = "?"
 
-    def __init__(self, config):
+    def __init__(self, config, tls=None):
         self.config = config
+        self.tls = tls
 
     def serve(self, listener: socket.socket, sessions, *, ready, stop) -> "ServeStats":
         raise NotImplementedError
@@ -118,6 +124,13 @@ def close_with_error(sock: socket.socket, reply: bytes | None) -> None:
         pass
     finally:
         sock.close()
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY on a TCP connection (a reply leaves at once, not after Nagle's wait); a unix
+    socket connection has no such option (setting it fails with EOPNOTSUPP), and needs none."""
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def send_reply(sendall, reply) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 
@@ -92,6 +93,13 @@ class Channels:
 
 def shutdown(sock, how) -> None:
     try:
-        sock.shutdown(how)
+        if isinstance(sock, ssl.SSLSocket):
+            # SSLSocket.shutdown also drops its TLS state (``_sslobj = None``) under the feet of
+            # the thread reading it (an AttributeError there); the descriptor's own shutdown
+            # wakes that reader just the same. (gevent's SSL socket is no SSLSocket, and its
+            # greenlets are never caught between two lines.)
+            socket.socket.shutdown(sock, how)
+        else:
+            sock.shutdown(how)
     except OSError:
         pass

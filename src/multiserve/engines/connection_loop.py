@@ -13,8 +13,9 @@ import socket
 import time
 
 from ..session import FAILED, PENDING, SETTLED
+from ..tls import handshake
 from . import timeouts as deadlines
-from .base import RECV_SIZE, close_with_error, describe_error, send_reply
+from .base import RECV_SIZE, close_with_error, describe_error, send_reply, set_nodelay
 from .channels import Channel, Channels
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,22 @@ class KernelTimeouts:
         return sock.sendall
 
 
+class SocketTimeouts(KernelTimeouts):
+    """Timeouts of a TLS connection on an OS thread: Python's socket timeout, not the kernel's.
+    On a blocking SSL socket the ssl module retries a read that SO_RCVTIMEO cut short, forever,
+    so the kernel's timeout never fires there; a socket timeout costs a poll before each read,
+    small beside the decryption."""
+
+    def opened(self, sock, channel: Channel) -> None:
+        sock.settimeout(self.idle)
+
+    def request_begun(self, sock, channel: Channel, left: float) -> None:
+        sock.settimeout(max(min(self.idle, left), 0.001))
+
+    def request_done(self, sock, channel: Channel) -> None:
+        sock.settimeout(self.idle)
+
+
 class ConnectionLoop:
     """Serves one connection to the end on the calling thread (or greenlet).
 
@@ -49,18 +66,21 @@ class ConnectionLoop:
     that costs one log line at most.
     """
 
-    def __init__(self, sessions, config, stats, channels: Channels, timeouts):
+    def __init__(self, sessions, config, stats, channels: Channels, timeouts, tls=None):
         self.sessions = sessions
         self.config = config
         self.stats = stats
         self.channels = channels
         self.timeouts = timeouts
+        self.tls = tls  # an ssl.SSLContext: each connection is wrapped, on its own thread/greenlet
 
     def __call__(self, sock: socket.socket, peer) -> None:
         channel = self.channels.add(sock)
         session = self.sessions.make_session(peer)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_nodelay(sock)  # not on a unix socket
+            if self.tls is not None:
+                sock = channel.sock = handshake(sock, self.tls, self.config.request_timeout)
             self.timeouts.opened(sock, channel)
             greeting = session.start()
             if greeting is not None:
@@ -68,7 +88,10 @@ class ConnectionLoop:
             else:
                 self._serve(sock, session, channel)
         except OSError as exc:
-            session.log_error(describe_error(exc))
+            # An idle connection woken by the stop's shutdown is no error; gevent raises one into
+            # its recv ("File descriptor was closed in another greenlet") where threads see EOF.
+            if not (self.channels.stopping and channel.idle):
+                session.log_error(describe_error(exc))
         finally:
             session.finish()
             try:
@@ -86,7 +109,7 @@ class ConnectionLoop:
         while True:
             channel.idle = True
             if channels.stopping:
-                return self._answer_buffered(sock, session, send)
+                return self._answer_buffered(sock, session, send, self.tls is not None)
             try:
                 data = recv(RECV_SIZE)
             except (BlockingIOError, TimeoutError):
@@ -120,11 +143,17 @@ class ConnectionLoop:
             else:
                 return close_with_error(sock, None)
 
-    @staticmethod
-    def _answer_buffered(sock, session, send) -> None:
+    def _answer_buffered(self, sock, session, send, tls: bool) -> None:
         """On stop: answer whole requests the client already sent, without waiting for more."""
         try:
-            data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            if tls:  # an SSL socket takes no recv flags: non-blocking for this one read
+                sock.settimeout(0)
+                try:
+                    data = sock.recv(RECV_SIZE)
+                finally:
+                    sock.settimeout(self.config.idle_timeout)
+            else:
+                data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except OSError:
             return
         requests = session.receive(data) if data else []

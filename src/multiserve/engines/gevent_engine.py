@@ -96,7 +96,8 @@ class GeventEngine(Engine):
             listener = gevent.socket.socket(listener.family, listener.type, fileno=listener.detach())
         config = self.config
         stats, channels = ServeStats(), Channels()
-        serve_connection = ConnectionLoop(sessions, config, stats, channels, WatchdogTimeouts(gevent.getcurrent))
+        serve_connection = ConnectionLoop(sessions, config, stats, channels, WatchdogTimeouts(gevent.getcurrent),
+                                          self.tls)
         slots = gevent.lock.BoundedSemaphore(config.max_conns) if config.max_conns else None
 
         def run(sock, peer):

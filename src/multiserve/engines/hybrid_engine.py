@@ -73,9 +73,9 @@ class HybridEngine(Engine):
             host, port = address_of(listener)
             reserved = reserve_port(host, port)
             listener.close()  # it listens, and nobody would accept what the kernel queued on it
-            worker = HybridWorker(config, sessions, None, (host, port), reserved)
+            worker = HybridWorker(config, sessions, None, (host, port), reserved, self.tls)
         else:
-            worker = HybridWorker(config, sessions, listener, None, None)
+            worker = HybridWorker(config, sessions, listener, None, None, self.tls)
         arbiter = Arbiter(worker.run, stop=stop, workers=config.workers, worker_timeout=config.worker_timeout,
                           grace=config.grace)
         # As the process engine does: what the supervisor made so far is out of the collector's
@@ -103,8 +103,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class HybridWorker:
     """One worker process: built in the supervisor, ``run(context)`` runs in the forked child."""
 
-    def __init__(self, config, sessions, listener, address, reserved):
+    def __init__(self, config, sessions, listener, address, reserved, tls=None):
         self.config = config
+        self.tls = tls  # the supervisor's ssl.SSLContext, inherited by the fork
         self.sessions = sessions
         self.listener = listener  # shared; None with --reuse-port
         self.address = address  # (host, port) each --reuse-port worker binds
@@ -167,7 +168,7 @@ class HybridWorker:
         server = LoopServer(listener, self.sessions, config, cpu_pool=pool, admission=admission,
                             on_request=budget,
                             # our own SO_REUSEPORT socket: leave the group right after the last accept
-                            on_last_accept=None if shared else listener.close)
+                            on_last_accept=None if shared else listener.close, tls=self.tls)
         if admission is not None:
             admission.server = server
         if budget is not None:

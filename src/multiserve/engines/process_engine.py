@@ -19,7 +19,7 @@ from ..stop import Stop, stop_on_signals
 from .acceptor import Acceptor
 from .base import Engine, ServeStats
 from .channels import Channels
-from .connection_loop import ConnectionLoop, KernelTimeouts
+from .connection_loop import ConnectionLoop, KernelTimeouts, SocketTimeouts
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ class ProcessEngine(Engine):
             # handler), so Channels.stop takes no lock.
             stop.add_callback(channels.stop)
             with stop_on_signals(stop):
-                ConnectionLoop(sessions, self.config, counts, channels,
-                               KernelTimeouts(self.config.idle_timeout))(sock, peer)
+                timeouts = (SocketTimeouts if self.tls else KernelTimeouts)(self.config.idle_timeout)
+                ConnectionLoop(sessions, self.config, counts, channels, timeouts, self.tls)(sock, peer)
         except BaseException as exc:  # never let a child fall back into the parent's loop
             code = 1
             log.error("connection process: %s: %s", type(exc).__name__, exc)

@@ -6,7 +6,7 @@ import threading
 from .acceptor import Acceptor
 from .base import Engine, ServeStats
 from .channels import Channels
-from .connection_loop import ConnectionLoop, KernelTimeouts
+from .connection_loop import ConnectionLoop, KernelTimeouts, SocketTimeouts
 
 
 class ThreadEngine(Engine):
@@ -14,8 +14,8 @@ class ThreadEngine(Engine):
 
     def serve(self, listener, sessions, *, ready, stop):
         stats, channels = ServeStats(), Channels()
-        serve_connection = ConnectionLoop(sessions, self.config, stats, channels,
-                                          KernelTimeouts(self.config.idle_timeout))
+        timeouts = (SocketTimeouts if self.tls else KernelTimeouts)(self.config.idle_timeout)
+        serve_connection = ConnectionLoop(sessions, self.config, stats, channels, timeouts, self.tls)
         acceptor = Acceptor(listener, self.config.max_conns, stop)
 
         def run(sock, peer):

@@ -14,19 +14,28 @@ on 2 cores).
 
 The main thread accepts (``Acceptor``) and, every sweep period, closes connections past their
 idle or request deadline; connections being served are never touched by the sweep.
+
+TLS: a connection's socket is a non-blocking SSL socket, and its handshake is done in the same
+epoll loop, a step per edge, so a client that stalls its handshake holds no pool thread; the
+sweep closes it at ``--request-timeout``. A TLS connection reads until the SSL layer wants more
+bytes (one read returns one TLS record, so a short read does not mean the socket is empty), and
+writes through :func:`~multiserve.tls.send_all`, which waits for room (``--idle-timeout``).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
 
 from ..session import CLOSE, FAILED, PENDING, SETTLED
+from ..tls import handshake_failed, send_all
 from . import timeouts as deadlines
 from .acceptor import Acceptor
-from .base import RECV_SIZE, Engine, ServeStats, close_with_error, describe_error, send_reply
+from .base import RECV_SIZE, Engine, ServeStats, close_with_error, describe_error, send_reply, set_nodelay
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +52,17 @@ class Channel:
     against the sweeper, which may only close armed connections. ``more``: an edge came while a
     thread had it."""
 
-    __slots__ = ("sock", "fd", "session", "last_active", "request_started", "armed", "more", "lock", "closed")
+    __slots__ = ("sock", "fd", "session", "last_active", "request_started", "armed", "more", "lock", "closed",
+                 "handshaking", "tls", "flags", "sendall")
 
-    def __init__(self, sock, session):
+    def __init__(self, sock, session, send_timeout: float | None = None):
+        """``send_timeout``: given for a TLS connection (``sock`` a non-blocking SSL socket
+        whose handshake is still to do)."""
         self.sock = sock
         self.fd = sock.fileno()
+        self.tls = self.handshaking = send_timeout is not None
+        self.flags = 0 if self.tls else socket.MSG_DONTWAIT  # an SSL socket takes no recv flags
+        self.sendall = functools.partial(send_all, sock, send_timeout) if self.tls else sock.sendall
         self.session = session
         self.last_active = time.monotonic()
         self.request_started = None
@@ -88,15 +103,20 @@ class ThreadPoolEngine(Engine):
         session = self.sessions.make_session(peer)
         try:
             sock.setblocking(True)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_nodelay(sock)  # not on a unix socket
             # a send that makes no progress this long fails (client not reading)
             deadlines.set_kernel_timeouts(sock, send=self.config.idle_timeout)
+            if self.tls is not None:  # the handshake is done by the pool, without blocking
+                sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                sock.setblocking(False)
         except OSError as exc:
             session.log_error(describe_error(exc))
             greeting = b""
         else:
             greeting = session.start()
-        channel = Channel(sock, session)
+        channel = Channel(sock, session, self.config.idle_timeout if self.tls is not None else None)
+        if channel.handshaking:
+            channel.request_started = channel.last_active  # the sweep bounds the handshake
         if greeting is not None:
             self.channels[channel.fd] = channel
             threading.Thread(target=self._close, args=(channel, greeting), daemon=True).start()
@@ -111,6 +131,10 @@ class ThreadPoolEngine(Engine):
         for channel in list(self.channels.values()):
             reason = deadlines.expired(self.config, now, channel.last_active, channel.request_started)
             if reason is not None and self._disarm(channel):
+                if channel.handshaking:  # nothing to tell a client that never finished its handshake
+                    channel.session.log_error(handshake_failed(TimeoutError(), self.config.request_timeout).strerror)
+                    threading.Thread(target=self._close, args=(channel,), daemon=True).start()
+                    continue
                 channel.session.log_error(reason)
                 reply = channel.session.error_reply(reason)
                 threading.Thread(target=self._close, args=(channel, reply), daemon=True).start()
@@ -138,8 +162,8 @@ class ThreadPoolEngine(Engine):
                 log.warning("grace period of %.1fs over: closed %d connections still busy",
                             self.config.grace, len(self.channels))
                 for channel in list(self.channels.values()):
-                    try:
-                        channel.sock.shutdown(socket.SHUT_RDWR)
+                    try:  # the descriptor's shutdown: an SSL socket's own drops its TLS state (channels.shutdown)
+                        socket.socket.shutdown(channel.sock, socket.SHUT_RDWR)
                     except OSError:
                         pass
                 self.emptied.wait_for(lambda: not self.channels, 1.0)
@@ -184,18 +208,20 @@ class ThreadPoolEngine(Engine):
         ``hangup``: the edge that woke us also carried the client's FIN, so a short read did not
         empty the socket: the end of file is still to read, and no new edge will announce it."""
         sock, session = channel.sock, channel.session
+        if channel.handshaking:
+            return self._handshake(channel)
         try:
-            data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            data = sock.recv(RECV_SIZE, channel.flags)
             if not data:
                 last = session.receive_eof()
                 if last and not self.stopping:
-                    send_reply(sock.sendall, session.answer_all(last))
+                    send_reply(channel.sendall, session.answer_all(last))
                 self._close(channel)
                 return False
             requests = session.receive(data)
             if requests:
-                send_reply(sock.sendall, session.answer_all(requests))
-        except BlockingIOError:
+                send_reply(channel.sendall, session.answer_all(requests))
+        except (BlockingIOError, ssl.SSLWantReadError):
             return self._release(channel)
         except OSError as exc:
             session.log_error(describe_error(exc))
@@ -211,8 +237,25 @@ class ThreadPoolEngine(Engine):
             return False
         channel.last_active = now = time.monotonic()
         channel.request_started = (channel.request_started or now) if status == PENDING else None
-        if len(data) < RECV_SIZE and not hangup:  # the read emptied the socket: later data makes a new edge
+        if len(data) < RECV_SIZE and not hangup and not channel.tls:  # the read emptied the socket: later
+            return self._release(channel)                                 # data makes a new edge
+        return True
+
+    def _handshake(self, channel: Channel) -> bool:
+        """One step of a TLS handshake; True once done (the client's first request may be
+        waiting already). A handshake that wants to write more than the socket takes (not with
+        a fresh connection's empty buffer) waits for the sweep's deadline like a stalled one."""
+        try:
+            channel.sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return self._release(channel)
+        except (OSError, ValueError) as exc:
+            channel.session.log_error(handshake_failed(exc, self.config.request_timeout).strerror)
+            self._close(channel)
+            return False
+        channel.handshaking = False
+        channel.request_started = None
+        channel.last_active = time.monotonic()
         return True
 
     def _release(self, channel: Channel) -> bool:
@@ -247,11 +290,13 @@ class ThreadPoolEngine(Engine):
 
     @staticmethod
     def _answer_buffered(channel: Channel) -> None:
+        if channel.handshaking:
+            return
         try:
-            data = channel.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            data = channel.sock.recv(RECV_SIZE, channel.flags)
             requests = channel.session.receive(data) if data else []
             if requests:
-                send_reply(channel.sock.sendall, channel.session.answer_all(requests))
+                send_reply(channel.sendall, channel.session.answer_all(requests))
         except OSError:
             pass
 

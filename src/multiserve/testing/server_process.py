@@ -21,16 +21,17 @@ class ServerProcess(launch.ServerProcess):
     does not become ready raises RuntimeError (with its stdout and stderr), as before.
     """
 
-    def __init__(self, args, *, env=None, ready_timeout: float = 20.0, cwd=None, command=None):
+    def __init__(self, args, *, env=None, ready_timeout: float = 20.0, cwd=None, command=None, pass_fds=()):
         self.args = list(args)
         cmd = [*(command or [sys.executable, "-m", "multiserve"]), "serve", *self.args]
         try:
-            super().__init__(cmd, ready_timeout=ready_timeout, env=env, cwd=cwd)
+            super().__init__(cmd, ready_timeout=ready_timeout, env=env, cwd=cwd, pass_fds=pass_fds)
         except launch.NotReady as exc:
             raise RuntimeError(f"server {' '.join(self.args)} did not become ready: {exc}") from None
 
-    def connect(self, timeout: float = 10.0) -> "Client":
-        return Client(self.host, self.port, timeout=timeout)
+    def connect(self, timeout: float = 10.0, tls=None) -> "Client":
+        """A client of this server (a unix socket's too); ``tls``: an ``ssl.SSLContext``."""
+        return Client(self.host, self.port, timeout=timeout, tls=tls)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait; returns the exit code. Kills the group (and raises
@@ -43,18 +44,33 @@ class ServerProcess(launch.ServerProcess):
 
 
 @contextlib.contextmanager
-def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None, command=None):
+def running_server(*args, env=None, ready_timeout: float = 20.0, cwd=None, command=None, pass_fds=()):
     """``with running_server("--engine", "thread") as srv:`` ... always killed at the end.
-    ``command`` replaces ``python -m multiserve`` (e.g. the console script)."""
-    with ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd, command=command) as server:
+    ``command`` replaces ``python -m multiserve`` (e.g. the console script); ``pass_fds``: the
+    descriptors the server inherits (``--bind fd://N``, socket activation)."""
+    with ServerProcess(args, env=env, ready_timeout=ready_timeout, cwd=cwd, command=command,
+                       pass_fds=pass_fds) as server:
         yield server
 
 
 class Client:
     """A blocking line client with a timeout on every call."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int | None, timeout: float = 10.0, tls=None):
+        """``port`` None: ``host`` is ``unix:PATH``. ``tls``: an ``ssl.SSLContext`` to wrap the
+        connection in (handshake included, within ``timeout``)."""
+        if port is None and host.startswith("unix:"):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(host[len("unix:"):])
+            except OSError:
+                self.sock.close()
+                raise
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=None if port is None else host)
         self.buf = b""
 
     def send(self, data: bytes) -> None:

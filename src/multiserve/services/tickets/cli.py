@@ -31,7 +31,8 @@ def non_negative_seconds(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
+                                help="`multiserve tickets ACTION --help` lists its options")
     store_help = f"store URL: sqlite:PATH, json:PATH, postgresql://..., redis://... (default {DEFAULT_URL})"
 
     p = sub.add_parser("init", help="put N tickets on sale (refuses to wipe sales without --force)")
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("rush", help="N buyers each QUERY then BUY; verify the outcome")
     p.add_argument("--store", default=DEFAULT_URL, help=store_help + "; read before and after to verify")
-    p.add_argument("--buyers", type=positive_int, required=True)
+    p.add_argument("--buyers", type=positive_int, required=True, help="how many buyers (each QUERYs, then BUYs one ticket)")
     p.add_argument("--via", type=address, action="append", default=[], metavar="HOST:PORT",
                    help="buy through this server (repeat to spread over several); default: straight at the store")
     p.add_argument("--processes", type=positive_int, default=1, help="buyer processes")
