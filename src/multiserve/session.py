@@ -130,9 +130,13 @@ class SessionFactory:
         self.service = service
         self.plan = CallPlan(service)
         self.make_protocol = make_protocol
+        # How a coroutine service runs where no event loop serves (thread, process, gevent):
+        # an engine may offer another way (gevent: OS threads, since asyncio's "running loop"
+        # is per OS thread and greenlets share one).
+        self.run_coroutine = run_coroutine_here
 
     def make_session(self, peer=None) -> "Session":
-        return Session(self.service, self.make_protocol(), peer, self.plan)
+        return Session(self.service, self.make_protocol(), peer, self.plan, self.run_coroutine)
 
     __call__ = make_session
 
@@ -173,9 +177,10 @@ class Session:
     """
 
     __slots__ = ("service", "protocol", "conn", "plan", "requests", "errored", "receive", "status", "inline",
-                 "_call", "_passes", "_started", "_finished")
+                 "_call", "_passes", "_started", "_finished", "_run_coroutine_with")
 
-    def __init__(self, service, protocol, peer=None, plan: CallPlan | None = None):
+    def __init__(self, service, protocol, peer=None, plan: CallPlan | None = None,
+                 run_coroutine=run_coroutine_here):
         self.service = service
         self.protocol = protocol
         self.conn = Connection(peer)
@@ -188,6 +193,7 @@ class Session:
         self.status = protocol.status
         # every request may be answered where its bytes arrived (see can_answer_inline)
         self.inline = plan.inline and plan.cpu_bound_for is None
+        self._run_coroutine_with = run_coroutine
         self._call = service.handle if plan.sync else self._run_coroutine
         self._passes = protocol.passes_bytes
         self._started = False
@@ -369,7 +375,7 @@ class Session:
             self._log_service_error("response body", exc)
 
     def _run_coroutine(self, request, conn):
-        return run_coroutine_here(self.service.handle_async(request, conn))
+        return self._run_coroutine_with(self.service.handle_async(request, conn))
 
     def _service_failed(self, exc: Exception) -> bytes:
         self._log_service_error("handle()", exc)

@@ -15,12 +15,16 @@ from __future__ import annotations
 import logging
 import time
 
+from ..session import run_coroutine_here
 from .acceptor import ACCEPT_BACKOFF_SECONDS, AcceptErrorLog
 from .base import Engine, ServeStats
 from .channels import Channel, Channels
 from .connection_loop import ConnectionLoop
 
 log = logging.getLogger(__name__)
+
+# Threads for coroutine services (--threads): the asyncio engine's default for its blocking pool.
+DEFAULT_COROUTINE_THREADS = 16
 
 
 def patch() -> None:
@@ -95,6 +99,11 @@ class GeventEngine(Engine):
         if not isinstance(listener, gevent.socket.socket):  # made before patching (embedding)
             listener = gevent.socket.socket(listener.family, listener.type, fileno=listener.detach())
         config = self.config
+        # A coroutine service runs on an asyncio loop of an OS thread of gevent's pool: asyncio
+        # knows one running loop per OS thread, and every greenlet shares this one.
+        threadpool = gevent.get_hub().threadpool
+        threadpool.maxsize = config.threads_or(DEFAULT_COROUTINE_THREADS)
+        sessions.run_coroutine = lambda coro: threadpool.apply(run_coroutine_here, (coro,))
         stats, channels = ServeStats(), Channels()
         serve_connection = ConnectionLoop(sessions, config, stats, channels, WatchdogTimeouts(gevent.getcurrent),
                                           self.tls)

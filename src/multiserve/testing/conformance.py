@@ -96,6 +96,30 @@ def test_user_async_service(engine):
             assert (c.readline(), c.readline()) == (b"eno\n", b"owt\n")
 
 
+def test_an_async_service_serves_concurrent_connections(engine):
+    """Coroutine services under engines that are not event loops run on an event loop of their
+    own per OS thread; eight connections at once must not meet another's running loop."""
+    spec = "multiserve.testing.sample_services:AsyncReverseService"
+    with running_server("--engine", engine, "--port", "0", "--service", spec) as srv:
+        async def client(i):
+            reader, writer = await asyncio.open_connection(srv.host, srv.port)
+            try:
+                got = []
+                for n in range(5):
+                    writer.write(b"ab%d-%d\n" % (i, n))
+                    got.append(await reader.readline())
+                return got == [b"%d-%dba\n" % (n, i) for n in range(5)] or got
+            finally:
+                writer.close()
+
+        async def main():
+            return await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(8))), 60)
+
+        results = asyncio.run(main())
+        assert all(r is True for r in results), results
+        assert_clean_exit(srv)
+
+
 def test_bad_service_is_one_clear_error(engine):
     with pytest.raises(RuntimeError, match="did not become ready") as info:
         with running_server("--engine", engine, "--port", "0", "--service", "no.such.module:Thing", ready_timeout=15):
