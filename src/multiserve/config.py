@@ -187,7 +187,7 @@ SETTINGS: tuple[Setting, ...] = (
             "close a connection whose request is still incomplete this long after its first byte"),
     Setting("grace", "--grace", 10.0, seconds, "on SIGTERM/SIGINT, how long in-flight requests may finish"),
     Setting("threads", "--threads", None, optional(positive_int),
-            "threads in the pool (threadpool: 32; asyncio/hybrid blocking calls: 16)"),
+            "threads in the pool (threadpool: 32; asyncio/hybrid blocking calls: 16; gevent: coroutine services, 16)"),
     # 1024: above Linux's old SOMAXCONN of 128 and half gunicorn's 2048; the kernel caps it at
     # net.core.somaxconn anyway. socketserver's 5 is what made its servers look slow (issue 10).
     Setting("backlog", "--backlog", 1024, positive_int, "listen backlog"),
