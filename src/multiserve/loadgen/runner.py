@@ -49,12 +49,14 @@ def _bare_main():
         sys.modules["__main__"] = saved
 
 
-def run_load(spec: LoadSpec, progress=False) -> LoadResult:
+def run_load(spec: LoadSpec, progress=False, on_start=None) -> LoadResult:
     """Runs ``spec`` to the end and returns the merged result. Blocking.
 
     ``progress``: False, True (a rich live line with elapsed time and requests/s), or a callable
     ``progress(elapsed_s, total_requests)`` called about twice a second. Raises ValueError for a
-    bad spec (before starting anything). Every worker process it starts is ended before it
+    bad spec (before starting anything). ``on_start(t0)``, if given, is called once every
+    worker has connected, with the CLOCK_MONOTONIC time (``time.monotonic()``) at which the load
+    starts (the timeline's buckets count from ``t0 + spec.warmup``); it must return promptly. Every worker process it starts is ended before it
     returns, also on KeyboardInterrupt.
     """
     spec.validate()
@@ -90,6 +92,8 @@ def run_load(spec: LoadSpec, progress=False) -> LoadResult:
         ready = _collect(dict(enumerate(pipes)), "ready", time.monotonic() + spec.connect_timeout + SPAWN_ALLOWANCE, failures)
         t0.value = time.monotonic() + START_DELAY
         go.set()
+        if on_start is not None:
+            on_start(t0.value)
         limit = spec.warmup + (spec.duration or 0.0) if spec.requests is None else None
         deadline = None if limit is None else t0.value + limit + spec.connect_timeout + 10.0
         done = _collect({i: pipes[i] for i in ready}, "done", deadline, failures, lambda: display(time.monotonic() - t0.value, sum(counters)))

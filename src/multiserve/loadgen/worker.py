@@ -9,8 +9,17 @@ Life cycle, driven by the parent (:mod:`multiserve.loadgen.runner`) through a pi
 3. warm up, record for ``duration`` (or until the request quota is answered), report
    ``("done", report)`` with histograms in HdrHistogram's encoding, and exit.
 
-A connection the server closes or resets is counted under its error kind and reconnected; if a
-reconnect fails, that connection stays down for the rest of the run.
+A connection the server closes or resets is counted and reconnected; if a reconnect fails, that
+connection stays down for the rest of the run. What is counted is what a user cares about:
+
+``lost``     requests sent and never answered: in flight when their connection ended (per request)
+``closed``   connections the server closed (EOF) with nothing in flight: a graceful close, no loss
+``reset``    connections reset by the server (their requests in flight are also ``lost``)
+``refused``  connection attempts refused (the first connect or a reconnect)
+``timeout``  duration runs: requests without a reply for ``reply_timeout`` seconds; the connection
+             is then aborted and reconnected, as a client that gives up does (``-n`` runs: the
+             connections still waiting when no reply came for ``reply_timeout``)
+``unsent``   open loop: requests whose intended time came while no connection was up
 """
 from __future__ import annotations
 
@@ -74,9 +83,11 @@ class Worker:
         self.raw: dict[int, int] = {}
         self.hist = stats.new_histogram()
         self.raw_hist = stats.new_histogram()
-        self.second = stats.new_histogram()
-        self.timeline: list[tuple[int, bytes]] = []
-        self.second_done = 0
+        self.bucket = stats.new_histogram()  # the current timeline bucket's latencies
+        self.timeline: list[tuple[int, bytes, dict, int]] = []  # (replies, histogram, errors, mismatches)
+        self.bucket_done = 0
+        self.bucket_errors: dict[str, int] = {}
+        self.bucket_mismatches = 0
         self.errors: dict[str, int] = {}
         self.mismatches = 0
         self.examples: list[tuple[str, str]] = []
@@ -100,15 +111,23 @@ class Worker:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append((got[:80].decode("ascii", "replace"), "" if expected is None else expected.decode("ascii", "replace")))
 
-    def count_error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
+    def count_error(self, kind: str, n: int = 1) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + n
 
     def connection_failed(self, conn: LoadConnection, kind: str) -> None:
-        """The server closed or reset ``conn``: count it, and (during the run) reconnect."""
+        """The server closed or reset ``conn``: count its requests in flight as ``lost``, the
+        connection's end by its kind (an EOF with requests in flight is only their loss, so
+        ``closed`` means a close that lost nothing), and (during the run) reconnect."""
         if not conn.alive:
             return  # already counted, or closed by us at the end
         conn.alive = False
-        self.count_error(kind)
+        if conn.inflight:
+            self.count_error("lost", conn.inflight)
+        if kind != "closed" or not conn.inflight:
+            self.count_error(kind)
+        self._replace(conn)
+
+    def _replace(self, conn: LoadConnection) -> None:
         if self.running:
             new = conn.successor()
             self.conns[conn.slot] = new
@@ -140,10 +159,21 @@ class Worker:
         self.connect_time = time.perf_counter() - t
         return {"connected": sum(ok), "failed": len(ok) - sum(ok)}
 
+    def give_up(self, conn: LoadConnection) -> None:
+        """``conn``'s oldest request has waited ``reply_timeout``: count its requests in flight
+        as ``timeout``, abort it (a reset, as a client that gives up sends) and reconnect."""
+        conn.alive = False
+        self.count_error("timeout", conn.inflight)
+        conn.transport.abort()
+        self._replace(conn)
+
     async def _reconnect(self, conn: LoadConnection) -> None:
         if await self._connect(conn, asyncio.Semaphore(1)):
             if self.running:
                 conn.start(now_us())
+        elif conn.backlog:  # this connection stays down: what waited for it is never sent
+            self.count_error("unsent", len(conn.backlog))
+            conn.backlog.clear()
         elif self.spec.requests is not None and not any(c.alive for c in self.conns):
             self._finish()  # nothing left to answer the quota
         if self.quota == 0:
@@ -159,6 +189,7 @@ class Worker:
         self.finished = self.loop.create_future()
         self.running = True
         window_start = t0 + spec.warmup
+        self.window_planned = window_start
         self._at(t0, self._release)
         self._at(window_start, self._open_window)
         if spec.requests is None:
@@ -189,25 +220,36 @@ class Worker:
         self.recording = True
         start = time.monotonic()
         self.window = (start, start)
-        self._at(start + 1.0, self._second_tick, start + 1.0)
+        self.bucket_errors = dict(self.errors)
+        # Bucket ends are planned from the planned window start, so every worker's buckets
+        # cover the same instants and merge exactly (a late start shortens only the first).
+        interval = self.spec.timeline_interval
+        first = self.window_planned + interval
+        while first <= start:
+            first += interval
+        self._at(first, self._tick, first)
 
     def _flush(self) -> None:
-        """Move the latency counts into the totals and the current second's histogram."""
+        """Move the latency counts into the totals and the current bucket's histogram."""
         for value, n in self.lat.items():
-            self.second.record_value(min(max(value, stats.LOWEST_US), stats.HIGHEST_US), n)
+            self.bucket.record_value(min(max(value, stats.LOWEST_US), stats.HIGHEST_US), n)
         stats.record_counts(self.hist, self.lat)
         stats.record_counts(self.raw_hist, self.raw)
 
-    def _close_second(self) -> None:
+    def _close_bucket(self) -> None:
         self._flush()
-        self.timeline.append((self.done - self.second_done, stats.encode(self.second)))
-        self.second_done = self.done
-        self.second = stats.new_histogram()
+        errors = {k: n - self.bucket_errors.get(k, 0) for k, n in self.errors.items() if n != self.bucket_errors.get(k, 0)}
+        self.timeline.append((self.done - self.bucket_done, stats.encode(self.bucket), errors, self.mismatches - self.bucket_mismatches))
+        self.bucket_done = self.done
+        self.bucket_errors = dict(self.errors)
+        self.bucket_mismatches = self.mismatches
+        self.bucket = stats.new_histogram()
 
-    def _second_tick(self, when: float) -> None:
+    def _tick(self, when: float) -> None:
         if self.recording:
-            self._close_second()
-            self._at(when + 1.0, self._second_tick, when + 1.0)
+            self._close_bucket()
+            interval = self.spec.timeline_interval
+            self._at(when + interval, self._tick, when + interval)
 
     def _progress_tick(self, when: float) -> None:
         if not self.running:
@@ -224,7 +266,20 @@ class Worker:
                     self.count_error("timeout")
             self._finish()
             return
+        if self.spec.requests is None:
+            self._time_out_stuck(now_us())
         self._at(when + PROGRESS_INTERVAL, self._progress_tick, when + PROGRESS_INTERVAL)
+
+    def _time_out_stuck(self, now: int) -> None:
+        """Duration runs: give up on every connection whose oldest request in flight was sent
+        ``reply_timeout`` ago (checked every PROGRESS_INTERVAL, so at most that much later)."""
+        limit = int(self.spec.reply_timeout * 1e6)
+        for conn in list(self.conns):
+            if conn.alive and conn.inflight and conn.sent:
+                oldest = conn.sent[0]
+                sent_at = oldest[1] if self.open_loop else oldest[0]
+                if now - sent_at >= limit:
+                    self.give_up(conn)
 
     def _schedule(self) -> None:
         """Open loop: issue every request whose intended time has come, spread round robin."""
@@ -244,6 +299,8 @@ class Worker:
                 if conn.alive:
                     conn.offer(intended, now)
                     break
+            else:
+                self.count_error("unsent")
             self.issued += 1
             if self.quota is not None and self.recording:
                 self.quota -= 1
@@ -259,7 +316,7 @@ class Worker:
         end = time.monotonic()
         self.running = False
         if self.recording:
-            self._close_second()
+            self._close_bucket()
             self.window = (self.window[0], end)
         self.recording = False
         for conn in self.conns:
