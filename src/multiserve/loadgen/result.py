@@ -133,7 +133,8 @@ def _merge_timelines(spec: LoadSpec, done: list[dict]) -> tuple[list[dict], list
             for kind, n in errs.items():
                 errors[kind] = errors.get(kind, 0) + n
         summary = stats.summary(hist)
-        end = i + 1 if interval == 1.0 else round((i + 1) * interval, 6)
+        first = spec.timeline_phase or interval
+        end = i + 1 if (interval, first) == (1.0, 1.0) else round(first + i * interval, 6)
         timeline.append({
             "second": end, "requests": sum(p[0] for p in parts), "p99_us": summary["p99"],
             "max_us": summary["max"], "errors": errors, "mismatches": sum(p[3] for p in parts),

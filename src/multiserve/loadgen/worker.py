@@ -224,7 +224,7 @@ class Worker:
         # Bucket ends are planned from the planned window start, so every worker's buckets
         # cover the same instants and merge exactly (a late start shortens only the first).
         interval = self.spec.timeline_interval
-        first = self.window_planned + interval
+        first = self.window_planned + (self.spec.timeline_phase or interval)
         while first <= start:
             first += interval
         self._at(first, self._tick, first)
