@@ -103,7 +103,10 @@ def _recovery(row: Row, timeline, interval: float) -> float | None:
             last = i
     if last is None:
         return 0.0
-    if last == row.end - 1:
+    end = row.end
+    if end == len(timeline) and end - 1 > row.first and not timeline[end - 1]["requests"]:
+        end -= 1  # the run's final sliver of a bucket says nothing either way
+    if last >= end - 1:
         return None  # still disturbed when the row ends
     return round(max(0.0, timeline[last]["second"] - row.at_s), 3)
 
