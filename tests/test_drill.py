@@ -232,3 +232,8 @@ def test_any_server_by_command(command):
     assert result.exit_code == 0, result.reasons
     assert result.total["requests"] >= 200
     no_server_left(result)
+
+
+def test_the_library_refuses_an_event_the_engine_cannot_take_before_starting_it():
+    with pytest.raises(ValueError, match="engine thread handles no SIGHUP"):
+        run_drill(DrillSpec(engine="thread", events=parse_events("hup@1"), duration=2))

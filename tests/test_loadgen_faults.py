@@ -298,3 +298,11 @@ def test_a_fine_timeline_holds_every_reply_and_every_error_once():
     assert sum(b["errors"].get("lost", 0) for b in buckets) == result.errors["lost"]
     assert len(result.timeline_histograms) == len(buckets)
     assert sum(h.get_total_count() for h in result.timeline_histograms) == result.requests
+
+
+def test_requests_still_waiting_when_the_run_ends_are_reported_not_lost():
+    with FaultyServer(lambda state, line: b"") as srv:
+        result = run_load(LoadSpec(port=srv.port, connections=2, duration=0.5, rate=100, processes=1))
+    assert result.requests == 0 and result.errors == {}
+    assert 40 <= result.unanswered <= 60  # ~50 were due: 2 in flight, the rest waiting for room
+    assert result.to_dict()["unanswered_at_end"] == result.unanswered

@@ -7,9 +7,9 @@ beside the load (slowloris, idle, never-read, oversize, churn). It reports what 
 per event: requests lost, connections closed, refused, reset, timed out, wrong replies, the latency
 peak and the time to recover.
 
-    from multiserve.drill import DrillSpec, run_drill
-    result = run_drill(DrillSpec(engine="hybrid", events=parse_events("ttin@2"), duration=5))
-    result.to_dict(), result.exit_code
+    from multiserve.drill import DrillSpec, parse_attack, parse_events, run_drill
+    result = run_drill(DrillSpec(engine="hybrid", serve_args=["--workers", "2"], events=parse_events("ttin@2"), duration=5))
+    result.to_dict(), result.exit_code, result.rows, result.total
 
 Modules, one concern each: ``target`` (the server under drill), ``events``, ``attacks``,
 ``counting`` (per-event windows, totals, the verdict), ``report`` (table, JSON), ``plot``

@@ -83,7 +83,7 @@ def serve_args(args) -> tuple[list[str], dict]:
 
 def spec_from_args(args):
     """A DrillSpec; ValueError (one line) for a combination the parser cannot refuse alone."""
-    from .runner import DEFAULT_MAX_LINE, DrillSpec
+    from .runner import DEFAULT_ENGINE, DEFAULT_MAX_LINE, DrillSpec
 
     argv, given = serve_args(args)
     events = parse_events(args.events, args.duration)
@@ -91,7 +91,7 @@ def spec_from_args(args):
         if given:
             raise ValueError(f"--server runs its own command: serve options ({', '.join('--' + n.replace('_', '-') for n in given)}) do not apply")
     else:
-        check_engine(events, given.get("engine", next(s.default for s in SETTINGS if s.name == "engine")))
+        check_engine(events, given.get("engine", DEFAULT_ENGINE))
     expect = args.expect or ("echo" if given.get("service") == "echo" else "upper")
     return DrillSpec(
         engine=None if args.server else given.get("engine"), command=args.server, serve_args=argv,

@@ -131,6 +131,7 @@ def totals(result, after_term: dict) -> dict:
         "mismatches": result.mismatches,
         "latency_us": {key: lat.get(key, 0) for key in ("p50", "p99", "p999", "max")},
         "after_term": dict(after_term),
+        "unanswered_at_end": result.unanswered,
         "other_errors": {k: n for k, n in result.errors.items() if k not in KINDS},
     }
 

@@ -24,7 +24,7 @@ def plot(data: dict, path: str) -> None:
     bad = [(x, rate) for x, rate, b in zip(t, rates, timeline)
            if any(b["errors"].get(k, 0) for k in ("lost", "refused", "reset", "timeout", "unsent")) or b["mismatches"]]
     if bad:
-        top.scatter(*zip(*bad), color="tab:red", marker="x", zorder=3, label="lost / refused / reset / timeout")
+        top.scatter(*zip(*bad), color="tab:red", marker="x", zorder=3, label="lost, refused, reset, timeout or unsent")
         top.legend(loc="lower left", fontsize=8)
     ms = [(x, b["p99_us"] / 1000, b["max_us"] / 1000) for x, b in zip(t, timeline) if b["requests"]]
     if ms:

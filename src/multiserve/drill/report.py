@@ -44,6 +44,9 @@ def print_result(result, console: Console | None = None) -> None:
     lat = t["latency_us"]
     console.print(f"latency (from the intended send time): p50 {_ms(lat['p50'])} ms, p99 {_ms(lat['p99'])} ms, "
                   f"p99.9 {_ms(lat['p999'])} ms, max {_ms(lat['max'])} ms", markup=False)
+    if t["unanswered_at_end"]:
+        console.print(f"{t['unanswered_at_end']:,} requests were still unanswered (sent, or due and waiting) when the load "
+                      "ended: the server lagged behind the rate", markup=False)
     if any(t["after_term"].values()):
         console.print(f"after the term (expected, not counted against the drill): {t['after_term']['refused']} refused, "
                       f"{t['after_term']['unsent']} unsent", markup=False)

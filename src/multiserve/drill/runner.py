@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from ..config import SETTINGS_BY_NAME
 from ..loadgen import LoadSpec, run_load
 from . import counting
 from .attacks import Attack, AttackRunner
-from .events import Event, EventFirer
+from .events import Event, EventFirer, check_engine
 from .target import start_command, start_engine
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ TIMELINE_INTERVAL = 0.1
 TIMELINE_PHASE = TIMELINE_INTERVAL / 2
 # Attackers stop by themselves this long after the load's planned end, if nobody stopped them.
 ATTACK_SLACK = 60.0
-# The default line limit, for oversize attackers when --max-line is not passed (config.py's).
-DEFAULT_MAX_LINE = 65536
+# serve's defaults (config.py): the engine, and the line limit oversize attackers exceed.
+DEFAULT_ENGINE = SETTINGS_BY_NAME["engine"].default
+DEFAULT_MAX_LINE = SETTINGS_BY_NAME["max_line"].default
 
 
 @dataclasses.dataclass
@@ -35,7 +37,7 @@ class DrillSpec:
     """One drill. ``engine`` (a multiserve engine, started with ``serve_args``) or ``command``
     (``--server``: any server, ``{port}`` replaced by a free port)."""
 
-    engine: str | None = "hybrid"
+    engine: str | None = None  # None: serve_args's --engine, else serve's default
     command: str | None = None
     serve_args: list[str] = dataclasses.field(default_factory=list)
     rate: float = 1000.0
@@ -101,12 +103,18 @@ class DrillResult:
 
 
 def run_drill(spec: DrillSpec, *, progress=False, on_fire=None) -> DrillResult:
-    """Runs the drill to the end (blocking). Raises ValueError for a bad server command and
-    ``target.TargetError`` if the server never became ready; everything started is ended."""
+    """Runs the drill to the end (blocking). Raises ValueError for a bad server command or an
+    event the engine cannot take (before starting anything), ``target.TargetError`` if the
+    server never became ready; everything started is ended before it returns or raises."""
     if spec.command is not None:
         target = start_command(spec.command, spec.ready_timeout)
     else:
-        target = start_engine(spec.serve_args, spec.ready_timeout)
+        serve_args = list(spec.serve_args)
+        if spec.engine is not None and "--engine" not in serve_args:
+            serve_args = ["--engine", spec.engine, *serve_args]
+        engine = serve_args[serve_args.index("--engine") + 1] if "--engine" in serve_args else DEFAULT_ENGINE
+        check_engine(spec.events, engine)  # before anything starts: SIGHUP would kill a thread engine
+        target = start_engine(serve_args, spec.ready_timeout)
     attackers = AttackRunner(spec.attacks, target.host, target.port, max_line=spec.max_line,
                              deadline=spec.duration + ATTACK_SLACK)
     firer = EventFirer(target, spec.events, on_fire=on_fire)

@@ -32,6 +32,9 @@ class LoadResult:
     # that need exact percentiles over any span of buckets (``multiserve drill``'s events).
     timeline_histograms: list = dataclasses.field(repr=False, default_factory=list)
     worker_failures: list[str] = dataclasses.field(default_factory=list)  # one line each
+    # Requests sent and not answered, or due and not yet sent, when the window closed (neither
+    # lost nor counted: a server that lags behind an open-loop rate shows here).
+    unanswered: int = 0
 
     @property
     def rps(self) -> float:
@@ -66,6 +69,7 @@ class LoadResult:
             "rps": round(self.rps, 1),
             "errors": dict(self.errors),
             "outcomes": self.outcomes,
+            "unanswered_at_end": self.unanswered,
             "mismatches": self.mismatches,
             "mismatch_examples": [{"got": got, "expected": exp} for got, exp in self.mismatch_examples],
             "latency_us": dict(self.latency_us),
@@ -116,6 +120,7 @@ def merge_reports(spec: LoadSpec, ready: list[dict], done: list[dict], failures:
         histogram=hist,
         timeline_histograms=timeline_histograms,
         worker_failures=list(failures),
+        unanswered=sum(r.get("unanswered", 0) for r in done),
     )
 
 

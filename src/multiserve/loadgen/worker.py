@@ -98,6 +98,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.rr = 0  # open loop round robin
         self.issued = 0
+        self.unanswered = 0
         self.progress = None  # shared array: this worker's live reply count, for the parent
         self.last_progress = (0.0, -1)  # (time, replies) when the reply count last moved
 
@@ -319,6 +320,9 @@ class Worker:
             self._close_bucket()
             self.window = (self.window[0], end)
         self.recording = False
+        # sent and not yet answered, or due and waiting for room or a connection (closed loop:
+        # the last burst of every connection, as always; open loop: how far the server lags)
+        self.unanswered = sum(c.inflight for c in self.conns if c.alive) + sum(len(c.backlog) for c in self.conns)
         for conn in self.conns:
             conn.alive = False  # from here on, replies, EOFs and resets are not counted
         self.progress[self.index] = self.done_before_window + self.done
@@ -332,6 +336,7 @@ class Worker:
             "duration_s": max(0.0, end - start),
             "errors": dict(self.errors),
             "mismatches": self.mismatches,
+            "unanswered": self.unanswered,
             "examples": list(self.examples),
             "hist": stats.encode(self.hist),
             "raw_hist": stats.encode(self.raw_hist) if self.open_loop else None,
