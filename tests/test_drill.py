@@ -130,6 +130,15 @@ def test_refusals_after_a_term_do_not_fail_the_drill_but_before_it_they_do():
     assert code == 1 and reasons == ["3 connection attempts refused before the term"]
 
 
+def test_a_server_that_falls_behind_the_rate_fails_the_drill():
+    total = {"requests": 10, "mismatches": 0, "errors": dict.fromkeys(("lost", "closed", "refused", "reset", "timeout", "unsent"), 0),
+             "after_term": {"refused": 0, "unsent": 0}, "unanswered_at_end": 16}
+    assert verdict(total, [], [], connections=16) == (0, [])  # one in flight per connection: by chance
+    total["unanswered_at_end"] = 2035
+    code, reasons = verdict(total, [], [], connections=16)
+    assert code == 1 and reasons == ["2035 requests still waiting when the load ended (the server fell behind the rate)"]
+
+
 # -- drills against real servers ------------------------------------------------------------------
 
 def test_hybrid_through_ttin_loses_and_closes_nothing():
@@ -208,7 +217,8 @@ def test_every_attack_beside_a_probe_load_and_the_probe_is_served(engine):
     spec = DrillSpec(serve_args=["--engine", engine, "--request-timeout", "0.5", "--idle-timeout", "1", "--max-line", "4096"],
                      attacks=[parse_attack(a) for a in ATTACKS], rate=100, connections=4, duration=2.5, max_line=4096)
     result = run_drill(spec)
-    assert result.exit_code == 0, (result.reasons, result.server_output[-5:])
+    # nothing lost, refused, timed out or wrong; falling behind the rate is allowed here (see above)
+    assert [r for r in result.reasons if "still waiting" not in r] == [], (result.reasons, result.server_output[-5:])
     errors = result.total["errors"]
     assert errors["lost"] == errors["timeout"] == errors["refused"] == 0 and result.total["mismatches"] == 0
     assert result.total["requests"] >= 10  # served (~250 were due)

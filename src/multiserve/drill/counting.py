@@ -136,12 +136,17 @@ def totals(result, after_term: dict) -> dict:
     }
 
 
-def verdict(total: dict, events, worker_failures) -> tuple[int, list[str]]:
+def verdict(total: dict, events, worker_failures, connections: int | None = None) -> tuple[int, list[str]]:
     """``(exit status, reasons)``: 0 when no request was lost, timed out or mismatched, no
-    connection refused (nor request left unsent) before a ``term``, every event fired, and some
-    request was answered; else 1 with one reason per failure."""
+    connection refused (nor request left unsent) before a ``term``, every event fired, some
+    request was answered, and (given ``connections``) no more requests were still waiting at
+    the end than one per connection (the most a server keeping up with the rate can owe, one
+    request in flight per connection); else 1 with one reason per failure."""
     e, after = total["errors"], total["after_term"]
     reasons = []
+    waiting = total.get("unanswered_at_end", 0)
+    if connections is not None and waiting > connections:
+        reasons.append(f"{waiting} requests still waiting when the load ended (the server fell behind the rate)")
     for kind in ("lost", "timeout"):
         if e[kind]:
             reasons.append(f"{e[kind]} requests {'lost' if kind == 'lost' else 'timed out'}")

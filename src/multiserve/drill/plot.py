@@ -11,10 +11,13 @@ def plot(data: dict, path: str) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         raise RuntimeError("--plot needs matplotlib (pip install matplotlib)") from None
     timeline = data["timeline"]
     ends = [b["t_s"] for b in timeline]
+    if ends:  # the last bucket was cut short by the end of the load
+        ends[-1] = min(ends[-1], max(data["settings"]["duration_s"], ends[-2] if len(ends) > 1 else 0.0))
     widths = [end - start for start, end in zip([0.0, *ends], ends)]  # the first bucket is shorter
     t = [end - width / 2 for end, width in zip(ends, widths)]
     rates = [b["requests"] / width if width > 0 else 0.0 for b, width in zip(timeline, widths)]
@@ -32,6 +35,7 @@ def plot(data: dict, path: str) -> None:
         bottom.plot(x, p99, color="tab:green", lw=1.2, label="p99")
         bottom.plot(x, peak, color="tab:orange", lw=0.8, alpha=0.7, label="max")
         bottom.set_yscale("log")
+        bottom.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         bottom.legend(loc="upper left", fontsize=8)
     bottom.set_ylabel("latency, ms (from the intended send)")
     bottom.set_xlabel("seconds since the load started")

@@ -46,7 +46,7 @@ def print_result(result, console: Console | None = None) -> None:
                   f"p99.9 {_ms(lat['p999'])} ms, max {_ms(lat['max'])} ms", markup=False)
     if t["unanswered_at_end"]:
         console.print(f"{t['unanswered_at_end']:,} requests were still unanswered (sent, or due and waiting) when the load "
-                      "ended: the server lagged behind the rate", markup=False)
+                      f"ended (up to one per connection, {result.spec.connections}, is in flight by chance)", markup=False)
     if any(t["after_term"].values()):
         console.print(f"after the term (expected, not counted against the drill): {t['after_term']['refused']} refused, "
                       f"{t['after_term']['unsent']} unsent", markup=False)

@@ -134,6 +134,6 @@ def run_drill(spec: DrillSpec, *, progress=False, on_fire=None) -> DrillResult:
         server_exit = target.stop(spec.stop_timeout)
     rows = counting.build_rows(load, spec.events, TIMELINE_INTERVAL)
     total = counting.totals(load, counting.split_at_term(load, spec.events, TIMELINE_INTERVAL))
-    code, reasons = counting.verdict(total, spec.events, load.worker_failures)
+    code, reasons = counting.verdict(total, spec.events, load.worker_failures, spec.connections)
     return DrillResult(spec, target.label, target.pid, target.port, load, rows, total, code, reasons,
                        server_exit, list(target.output))
