@@ -87,7 +87,8 @@ class Worker:
         self.bucket = stats.new_histogram()  # the current timeline bucket's latencies
         self.timeline: list[tuple[int, bytes, dict, int]] = []  # (replies, histogram, errors, mismatches)
         self.bucket_done = 0
-        self.bucket_errors: dict[str, int] = {}
+        self.bucket_errors: dict[int, dict[str, int]] = {}  # bucket index -> errors by kind
+        self.first_bucket_end = 0.0
         self.bucket_mismatches = 0
         self.errors: dict[str, int] = {}
         self.mismatches = 0
@@ -115,6 +116,14 @@ class Worker:
 
     def count_error(self, kind: str, n: int = 1) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + n
+        if self.recording:  # into the timeline bucket of the moment it happened, not of the next tick
+            bucket = self.bucket_errors.setdefault(self._bucket_index(time.monotonic()), {})
+            bucket[kind] = bucket.get(kind, 0) + n
+
+    def _bucket_index(self, t: float) -> int:
+        if t < self.first_bucket_end:
+            return 0
+        return int((t - self.first_bucket_end) / self.spec.timeline_interval) + 1
 
     def connection_failed(self, conn: LoadConnection, kind: str) -> None:
         """The server closed or reset ``conn``: count its requests in flight as ``lost``, the
@@ -223,11 +232,11 @@ class Worker:
         self.recording = True
         start = time.monotonic()
         self.window = (start, start)
-        self.bucket_errors = dict(self.errors)
+        self.bucket_errors = {}
         # Bucket ends are planned from the planned window start, so every worker's buckets
         # cover the same instants and merge exactly (a late start shortens only the first).
         interval = self.spec.timeline_interval
-        first = self.window_planned + (self.spec.timeline_phase or interval)
+        first = self.first_bucket_end = self.window_planned + (self.spec.timeline_phase or interval)
         while first <= start:
             first += interval
         self._at(first, self._tick, first)
@@ -239,12 +248,17 @@ class Worker:
         stats.record_counts(self.hist, self.lat)
         stats.record_counts(self.raw_hist, self.raw)
 
-    def _close_bucket(self) -> None:
+    def _close_bucket(self, last: bool = False) -> None:
+        """Close bucket ``len(timeline)``: the errors stamped with its index (a late tick never
+        moves an error into the bucket before its time), and, for the last, all later ones."""
         self._flush()
-        errors = {k: n - self.bucket_errors.get(k, 0) for k, n in self.errors.items() if n != self.bucket_errors.get(k, 0)}
+        index = len(self.timeline)
+        errors: dict[str, int] = {}
+        for i in [i for i in self.bucket_errors if i <= index or last]:
+            for kind, n in self.bucket_errors.pop(i).items():
+                errors[kind] = errors.get(kind, 0) + n
         self.timeline.append((self.done - self.bucket_done, stats.encode(self.bucket), errors, self.mismatches - self.bucket_mismatches))
         self.bucket_done = self.done
-        self.bucket_errors = dict(self.errors)
         self.bucket_mismatches = self.mismatches
         self.bucket = stats.new_histogram()
 
@@ -332,7 +346,7 @@ class Worker:
         end = time.monotonic()
         self.running = False
         if self.recording:
-            self._close_bucket()
+            self._close_bucket(last=True)
             self.window = (self.window[0], end)
         self.recording = False
         # sent and not yet answered, or due and waiting for room or a connection (closed loop:
