@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -23,8 +25,10 @@ pytestmark = pytest.mark.timeout(60)
 class FaultyServer:
     """An upper-echo line server on 127.0.0.1:0 whose ``reply(conn_state, line)`` can misbehave.
 
-    ``reply`` returns the bytes to write (possibly several lines, possibly none) or ``None`` to
-    close the connection.
+    ``reply`` returns the bytes to write (possibly several lines, possibly none), ``None`` to
+    close the connection (the request just read is then in flight: lost), ``(bytes, CLOSE)`` to
+    write the bytes and then close (nothing in flight), or ``RESET`` to reset the connection.
+    ``closes`` counts the connections the server ended itself.
     """
 
     def __init__(self, reply):
@@ -33,6 +37,7 @@ class FaultyServer:
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.port = None
+        self.closes = 0
 
     def _run(self):
         asyncio.set_event_loop(self.loop)
@@ -50,6 +55,18 @@ class FaultyServer:
             while line := await reader.readline():
                 out = self.reply(state, line)
                 if out is None:
+                    self.closes += 1
+                    break
+                if out is RESET:
+                    self.closes += 1
+                    # SO_LINGER 0: close() sends RST instead of FIN (socket(7))
+                    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                if isinstance(out, tuple):
+                    writer.write(out[0])
+                    await writer.drain()
+                    self.closes += 1
                     break
                 writer.write(out)
                 await writer.drain()
@@ -66,6 +83,10 @@ class FaultyServer:
     def __exit__(self, *exc):
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+CLOSE = object()
+RESET = object()
 
 
 def every_50th_wrong():
@@ -140,13 +161,19 @@ def test_in_order_pipelined_replies_match():
     assert (result.requests, result.mismatches, result.errors) == (400, 0, {})
 
 
-def test_early_close_counts_errors_and_ends_on_time():
+def test_a_close_with_a_request_in_flight_is_a_lost_request_and_the_run_ends_on_time():
     with FaultyServer(close_after_10) as srv:
         started = time.monotonic()
         result = run_load(LoadSpec(port=srv.port, connections=4, duration=1.0, processes=2))
         elapsed = time.monotonic() - started
-    assert result.errors.get("closed", 0) >= 4
-    assert set(result.errors) <= {"closed", "reset"}
+        closes = srv.closes
+    # the server closes on reading the 11th request: that request was in flight, so each close
+    # is one lost request, never a "closed" (which means a close that lost nothing)
+    assert "closed" not in result.errors
+    assert set(result.errors) <= {"lost", "reset"}
+    # every close the server made while the run lasted; up to one per connection came after its end
+    assert closes - 4 <= result.errors["lost"] <= closes
+    assert result.errors["lost"] >= 4
     assert result.requests > 10  # reconnected after each close and kept going
     assert result.mismatches == 0
     assert 0.95 <= result.duration_s <= 2.0  # the measured window: 1 s, give or take loop lateness
@@ -195,3 +222,87 @@ def test_a_server_that_never_answers_cannot_hang_a_counted_run():
     assert result.errors == {"timeout": 3}
     assert result.requests == 0 and not result.ok
     assert elapsed < 15
+
+
+def reply_5_then_close(state, line):
+    state["n"] += 1
+    return (line.upper(), CLOSE) if state["n"] == 5 else line.upper()
+
+
+def test_a_close_between_requests_is_closed_not_lost():
+    """Open loop at 20 req/s per connection: the server answers the 5th request and closes, 50 ms
+    before the next one is due, so nothing is in flight when the connection ends."""
+    with FaultyServer(reply_5_then_close) as srv:
+        r = bench_cli(f"127.0.0.1:{srv.port}", "-c", "2", "--rate", "40", "-d", "1.5", "--processes", "1", "--json", "-", "--quiet")
+        closes = srv.closes
+    data = json.loads(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert data["outcomes"] == {"lost": 0, "closed": data["errors"]["closed"], "refused": 0, "reset": 0, "timeout": 0, "mismatches": 0}
+    assert set(data["errors"]) == {"closed"}
+    # ~12 closes in 1.5 s (60 requests, one close per 5); the last one may come after the run's end
+    assert closes - 2 <= data["outcomes"]["closed"] <= closes
+    assert data["outcomes"]["closed"] >= 6
+    assert data["requests"] >= 50
+
+
+def reset_on_4th(state, line):
+    state["n"] += 1
+    return RESET if state["n"] == 4 else line.upper()
+
+
+def test_a_reset_counts_the_connection_and_its_request_in_flight():
+    with FaultyServer(reset_on_4th) as srv:
+        result = run_load(LoadSpec(port=srv.port, connections=2, duration=1.5, processes=1))
+        resets = srv.closes
+    assert set(result.errors) == {"lost", "reset"}, result.errors
+    # one request in flight (pipeline 1) at each reset: counted at the same moment
+    assert result.errors["lost"] == result.errors["reset"], result.errors
+    assert resets - 2 <= result.errors["reset"] <= resets and result.errors["reset"] >= 2, (resets, result.errors)
+    assert result.outcomes["closed"] == 0
+
+
+def swallow_3rd(state, line):
+    state["n"] += 1
+    return b"" if state["n"] == 3 else line.upper()
+
+
+def test_a_request_without_a_reply_times_out_and_the_connection_is_replaced():
+    """Duration runs: a request unanswered for ``reply_timeout`` is a ``timeout``; the client gives
+    up on that connection (aborts it) and reconnects, so the run goes on."""
+    with FaultyServer(swallow_3rd) as srv:
+        result = run_load(LoadSpec(port=srv.port, connections=2, duration=2.0, processes=1, reply_timeout=0.4))
+    # each connection: 2 replies, then stuck 0.4-0.65 s (the check runs every 0.25 s), replaced
+    assert set(result.errors) == {"timeout"}
+    assert 2 <= result.errors["timeout"] <= 10
+    assert result.requests >= 2 * result.errors["timeout"]
+    assert result.mismatches == 0
+
+
+def test_open_loop_requests_with_no_connection_up_are_unsent():
+    with socket.socket() as s:  # a port that was free a moment ago; nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_load(LoadSpec(port=port, connections=3, duration=0.5, rate=100, processes=1))
+    assert result.errors["refused"] == 3
+    assert 30 <= result.errors["unsent"] <= 60  # 50 were due in 0.5 s
+    assert result.requests == 0
+
+
+def test_a_fine_timeline_holds_every_reply_and_every_error_once():
+    with FaultyServer(close_after_10) as srv:
+        result = run_load(LoadSpec(port=srv.port, connections=2, duration=1.0, processes=2, timeline_interval=0.1))
+    buckets = result.timeline
+    assert 9 <= len(buckets) <= 11
+    assert [b["second"] for b in buckets[:3]] == [0.1, 0.2, 0.3]
+    assert sum(b["requests"] for b in buckets) == result.requests
+    assert sum(b["errors"].get("lost", 0) for b in buckets) == result.errors["lost"]
+    assert len(result.timeline_histograms) == len(buckets)
+    assert sum(h.get_total_count() for h in result.timeline_histograms) == result.requests
+
+
+def test_requests_still_waiting_when_the_run_ends_are_reported_not_lost():
+    with FaultyServer(lambda state, line: b"") as srv:
+        result = run_load(LoadSpec(port=srv.port, connections=2, duration=0.5, rate=100, processes=1))
+    assert result.requests == 0 and result.errors == {}
+    assert 40 <= result.unanswered <= 60  # ~50 were due: 2 in flight, the rest waiting for room
+    assert result.to_dict()["unanswered_at_end"] == result.unanswered

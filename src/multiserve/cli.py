@@ -16,6 +16,7 @@ COMMANDS = {
     "compare": ("multiserve.compare.cli", "every engine under the same load, as a report"),
     "lab": ("multiserve.lab.cli", "the classic concurrency experiments, measured"),
     "tickets": ("multiserve.services.tickets.cli", "the ticket office: init, rush, check"),
+    "drill": ("multiserve.drill.cli", "faults and attackers under live load, counted per event"),
     "engines": ("multiserve.commands.engines", "list the engines"),
 }
 

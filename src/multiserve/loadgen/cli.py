@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expect", choices=EXPECTS, default="upper", help="reply check (default upper)")
     p.add_argument("--warmup", type=float, default=0.0, help="seconds of unrecorded load first (default 0)")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds per connect (default 5)")
-    p.add_argument("--reply-timeout", type=float, default=10.0, help="with -n: end when no reply came for this long (default 10)")
+    p.add_argument("--reply-timeout", type=float, default=10.0, help="a request unanswered this long is a timeout (its connection is replaced); with -n: end when no reply came for this long (default 10)")
     p.add_argument("--json", metavar="FILE", help="write the result as one JSON object ('-' = stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress line and no table")
 

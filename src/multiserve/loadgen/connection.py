@@ -37,6 +37,7 @@ class LoadConnection(asyncio.Protocol):
         self.slot = slot  # position in worker.conns (a reconnect puts a new protocol there)
         self.transport = None
         self.alive = False
+        self.down = False  # its connect failed: it stays down for the rest of the run
         self.lost = None  # a future, set when the connection is gone (close_cleanly waits on it)
         self.sent = deque()  # closed loop: [t_us, n] runs; open loop: (intended_us, actual_us)
         self.backlog = deque()  # open loop: intended times waiting for room in the pipeline

@@ -6,6 +6,11 @@ import asyncio
 import errno
 import socket
 
+# What a user cares about, reported zero or not (``multiserve bench --json``'s "outcomes" and
+# ``multiserve drill``): requests lost in flight, graceful closes, refused connects, resets, and
+# requests timed out. What each counts exactly: :mod:`multiserve.loadgen.worker`.
+OUTCOMES = ("lost", "closed", "refused", "reset", "timeout")
+
 _ERROR_KINDS = (
     (ConnectionRefusedError, "refused"),
     (ConnectionResetError, "reset"),

@@ -5,6 +5,7 @@ import dataclasses
 
 from . import stats
 from .spec import LoadSpec
+from .errors import OUTCOMES
 
 
 @dataclasses.dataclass
@@ -27,6 +28,9 @@ class LoadResult:
     connect: dict
     loop: str
     histogram: object = dataclasses.field(repr=False, default=None)
+    # One merged HdrHistogram per timeline bucket (``spec.timeline_interval`` s each), for callers
+    # that need exact percentiles over any span of buckets (``multiserve drill``'s events).
+    timeline_histograms: list = dataclasses.field(repr=False, default_factory=list)
     worker_failures: list[str] = dataclasses.field(default_factory=list)  # one line each
     # spec.prime: every connection's first reply, before the window ({"primed", "time_s",
     # "p50_us", "max_us"}: connections answered, the whole connect-and-prime phase, and the
@@ -42,10 +46,19 @@ class LoadResult:
         if not self.worker_cpu_s or self.duration_s <= 0:
             return None
         return max(self.worker_cpu_s) / self.duration_s
+    # Requests sent and not answered, or due and not yet sent, when the window closed (neither
+    # lost nor counted: a server that lags behind an open-loop rate shows here).
+    unanswered: int = 0
 
     @property
     def rps(self) -> float:
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """``{lost, closed, refused, reset, timeout, mismatches}``, every key present (what each counts:
+        :mod:`multiserve.loadgen.worker`)."""
+        return {**{kind: self.errors.get(kind, 0) for kind in OUTCOMES}, "mismatches": self.mismatches}
 
     @property
     def ok(self) -> bool:
@@ -69,6 +82,8 @@ class LoadResult:
             "requests": self.requests,
             "rps": round(self.rps, 1),
             "errors": dict(self.errors),
+            "outcomes": self.outcomes,
+            "unanswered_at_end": self.unanswered,
             "mismatches": self.mismatches,
             "mismatch_examples": [{"got": got, "expected": exp} for got, exp in self.mismatch_examples],
             "latency_us": dict(self.latency_us),
@@ -96,12 +111,7 @@ def merge_reports(spec: LoadSpec, ready: list[dict], done: list[dict], failures:
         errors["worker"] = errors.get("worker", 0) + len(failures)
     hist = stats.merge(r["hist"] for r in done)
     raw = stats.merge(r["raw_hist"] for r in done) if spec.open_loop else None
-    seconds = max((len(r["timeline"]) for r in done), default=0)
-    timeline = []
-    for i in range(seconds):
-        parts = [r["timeline"][i] for r in done if i < len(r["timeline"])]
-        second = stats.merge(blob for _, blob in parts)
-        timeline.append({"second": i + 1, "requests": sum(n for n, _ in parts), "p99_us": stats.summary(second)["p99"]})
+    timeline, timeline_histograms = _merge_timelines(spec, done)
     examples = [e for r in [*ready, *done] for e in r.get("examples", ())][:5]
     connect_hist = stats.merge(r["hist"] for r in ready)
     connect = {
@@ -125,9 +135,11 @@ def merge_reports(spec: LoadSpec, ready: list[dict], done: list[dict], failures:
         connect=connect,
         loop=done[0]["loop"] if done else "",
         histogram=hist,
+        timeline_histograms=timeline_histograms,
         worker_failures=list(failures),
         prime=_prime(spec, ready, connect["connected"]),
         worker_cpu_s=[r.get("cpu_s", 0.0) for r in done],
+        unanswered=sum(r.get("unanswered", 0) for r in done),
     )
 
 
@@ -137,3 +149,27 @@ def _prime(spec: LoadSpec, ready: list[dict], connected: int) -> dict | None:
     summary = stats.summary(stats.merge(r["prime_hist"] for r in ready if r.get("prime_hist")))
     time_s = round(max((r["time_s"] for r in ready), default=0.0), 6)
     return {"primed": connected, "time_s": time_s, "p50_us": summary["p50"], "max_us": summary["max"]}
+
+
+def _merge_timelines(spec: LoadSpec, done: list[dict]) -> tuple[list[dict], list]:
+    """Bucket i of every worker covers the same instants (see Worker._open_window): merged, it is
+    ``{second (its end, s from the window start), requests, p99_us, max_us, errors, mismatches}``."""
+    interval = spec.timeline_interval
+    buckets = max((len(r["timeline"]) for r in done), default=0)
+    timeline, histograms = [], []
+    for i in range(buckets):
+        parts = [r["timeline"][i] for r in done if i < len(r["timeline"])]
+        hist = stats.merge(blob for _, blob, _, _ in parts)
+        errors: dict[str, int] = {}
+        for _, _, errs, _ in parts:
+            for kind, n in errs.items():
+                errors[kind] = errors.get(kind, 0) + n
+        summary = stats.summary(hist)
+        first = spec.timeline_phase or interval
+        end = i + 1 if (interval, first) == (1.0, 1.0) else round(first + i * interval, 6)
+        timeline.append({
+            "second": end, "requests": sum(p[0] for p in parts), "p99_us": summary["p99"],
+            "max_us": summary["max"], "errors": errors, "mismatches": sum(p[3] for p in parts),
+        })
+        histograms.append(hist)
+    return timeline, histograms

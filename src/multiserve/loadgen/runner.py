@@ -54,9 +54,10 @@ def run_load(spec: LoadSpec, progress=False, on_start=None) -> LoadResult:
 
     ``progress``: False, True (a rich live line with elapsed time and requests/s), or a callable
     ``progress(elapsed_s, total_requests)`` called about twice a second. Raises ValueError for a
-    bad spec (before starting anything). ``on_start(t0)``, if given, is called with the start
-    time (CLOCK_MONOTONIC) once every worker is connected (and primed): the measured window is
-    ``t0 + warmup`` to ``t0 + warmup + duration``. Every worker process it starts is ended before it
+    bad spec (before starting anything). ``on_start(t0)``, if given, is called once every
+    worker has connected (and primed), with the CLOCK_MONOTONIC time (``time.monotonic()``) at
+    which the load starts: the measured window (and the timeline's buckets) count from
+    ``t0 + spec.warmup``; it must return promptly. Every worker process it starts is ended before it
     returns, also on KeyboardInterrupt.
     """
     spec.validate()

@@ -22,7 +22,7 @@ class LoadSpec:
     ``rate`` (requests/s over all connections) switches to open loop; ``pipeline`` is the number of
     requests a connection keeps in flight (closed loop) or may have in flight (open loop).
     ``processes=None`` means one worker per core this process may run on. ``size`` (bytes per
-    request line, newline included) overrides ``message``.
+    request line, newline included) overrides ``message``. ``reply_timeout``: see the field.
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +47,12 @@ class LoadSpec:
     # counting the connections still waiting as "timeout" errors, so a server that accepts and
     # never answers cannot hang the tool. 10 s: far above any latency of a healthy server here.
     reply_timeout: float = 10.0
+    # Seconds per bucket of the timeline (``multiserve bench``: 1 s; ``multiserve drill``: 0.1 s,
+    # fine enough to see a reload's few hundred milliseconds).
+    timeline_interval: float = 1.0
+    # The first bucket ends this many seconds after the window starts (0: one interval), the next
+    # ones an interval apart: the drill puts bucket ends half a bucket away from its event times.
+    timeline_phase: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.message, str):  # a convenience for callers; the wire carries bytes
@@ -66,6 +72,8 @@ class LoadSpec:
             (self.warmup >= 0, "warmup must be >= 0"),
             (self.connect_timeout > 0, "connect timeout must be > 0"),
             (self.reply_timeout > 0, "reply timeout must be > 0"),
+            (self.timeline_interval >= 0.01, "timeline interval must be >= 0.01 s"),
+            (0 <= self.timeline_phase <= self.timeline_interval, "timeline phase must be 0..interval"),
             (b"\n" not in bytes(self.message), "message must not contain a newline"),
             (self.size is None or self.size >= min_size(self), f"size must be >= {min_size(self)} bytes"),
         ]

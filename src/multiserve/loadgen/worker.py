@@ -9,8 +9,18 @@ Life cycle, driven by the parent (:mod:`multiserve.loadgen.runner`) through a pi
 3. warm up, record for ``duration`` (or until the request quota is answered), report
    ``("done", report)`` with histograms in HdrHistogram's encoding, and exit.
 
-A connection the server closes or resets is counted under its error kind and reconnected; if a
-reconnect fails, that connection stays down for the rest of the run.
+A connection the server closes or resets is counted and reconnected; if a reconnect fails, that
+connection stays down for the rest of the run. What is counted is what a user cares about:
+
+``lost``     requests sent and never answered: in flight when their connection ended (per request)
+``closed``   connections the server closed (EOF) with nothing in flight: a graceful close, no loss
+``reset``    connections reset by the server (their requests in flight are also ``lost``)
+``refused``  connection attempts refused (the first connect or a reconnect)
+``timeout``  duration runs: requests without a reply for ``reply_timeout`` seconds; the connection
+             is then aborted and reconnected, as a client that gives up does (``-n`` runs: the
+             connections still waiting when no reply came for ``reply_timeout``)
+``unsent``   open loop: requests whose intended time came while every connection was down for
+             good (one that is reconnecting queues them)
 """
 from __future__ import annotations
 
@@ -75,9 +85,12 @@ class Worker:
         self.raw: dict[int, int] = {}
         self.hist = stats.new_histogram()
         self.raw_hist = stats.new_histogram()
-        self.second = stats.new_histogram()
-        self.timeline: list[tuple[int, bytes]] = []
-        self.second_done = 0
+        self.bucket = stats.new_histogram()  # the current timeline bucket's latencies
+        self.timeline: list[tuple[int, bytes, dict, int]] = []  # (replies, histogram, errors, mismatches)
+        self.bucket_done = 0
+        self.bucket_errors: dict[int, dict[str, int]] = {}  # bucket index -> errors by kind
+        self.first_bucket_end = 0.0
+        self.bucket_mismatches = 0
         self.errors: dict[str, int] = {}
         self.mismatches = 0
         self.examples: list[tuple[str, str]] = []
@@ -91,6 +104,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.rr = 0  # open loop round robin
         self.issued = 0
+        self.unanswered = 0
         self.progress = None  # shared array: this worker's live reply count, for the parent
         self.last_progress = (0.0, -1)  # (time, replies) when the reply count last moved
 
@@ -104,15 +118,31 @@ class Worker:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append((got[:80].decode("ascii", "replace"), "" if expected is None else expected.decode("ascii", "replace")))
 
-    def count_error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
+    def count_error(self, kind: str, n: int = 1) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + n
+        if self.recording:  # into the timeline bucket of the moment it happened, not of the next tick
+            bucket = self.bucket_errors.setdefault(self._bucket_index(time.monotonic()), {})
+            bucket[kind] = bucket.get(kind, 0) + n
+
+    def _bucket_index(self, t: float) -> int:
+        if t < self.first_bucket_end:
+            return 0
+        return int((t - self.first_bucket_end) / self.spec.timeline_interval) + 1
 
     def connection_failed(self, conn: LoadConnection, kind: str) -> None:
-        """The server closed or reset ``conn``: count it, and (during the run) reconnect."""
+        """The server closed or reset ``conn``: count its requests in flight as ``lost``, the
+        connection's end by its kind (an EOF with requests in flight is only their loss, so
+        ``closed`` means a close that lost nothing), and (during the run) reconnect."""
         if not conn.alive:
             return  # already counted, or closed by us at the end
         conn.alive = False
-        self.count_error(kind)
+        if conn.inflight:
+            self.count_error("lost", conn.inflight)
+        if kind != "closed" or not conn.inflight:
+            self.count_error(kind)
+        self._replace(conn)
+
+    def _replace(self, conn: LoadConnection) -> None:
         if self.running:
             new = conn.successor()
             self.conns[conn.slot] = new
@@ -137,6 +167,7 @@ class Worker:
                     )
             except (OSError, asyncio.TimeoutError) as exc:
                 self.count_error(error_kind(exc))
+                conn.down = True  # a failed connect is not retried: down for the rest of the run
                 return False
             if not prime:
                 stats.record_counts(self.connect_hist, {int((time.perf_counter() - t) * 1e6): 1})
@@ -180,10 +211,21 @@ class Worker:
         self.connect_time = time.perf_counter() - t
         return {"connected": sum(ok), "failed": len(ok) - sum(ok)}
 
+    def give_up(self, conn: LoadConnection) -> None:
+        """``conn``'s oldest request has waited ``reply_timeout``: count its requests in flight
+        as ``timeout``, abort it (a reset, as a client that gives up sends) and reconnect."""
+        conn.alive = False
+        self.count_error("timeout", conn.inflight)
+        conn.transport.abort()
+        self._replace(conn)
+
     async def _reconnect(self, conn: LoadConnection) -> None:
         if await self._connect(conn, asyncio.Semaphore(1)):
             if self.running:
                 conn.start(now_us())
+        elif conn.backlog:  # this connection stays down: what waited for it is never sent
+            self.count_error("unsent", len(conn.backlog))
+            conn.backlog.clear()
         elif self.spec.requests is not None and not any(c.alive for c in self.conns):
             self._finish()  # nothing left to answer the quota
         if self.quota == 0:
@@ -199,6 +241,7 @@ class Worker:
         self.finished = self.loop.create_future()
         self.running = True
         window_start = t0 + spec.warmup
+        self.window_planned = window_start
         self._at(t0, self._release)
         self._at(window_start, self._open_window)
         if spec.requests is None:
@@ -230,25 +273,41 @@ class Worker:
         self.cpu_start = time.process_time()
         start = time.monotonic()
         self.window = (start, start)
-        self._at(start + 1.0, self._second_tick, start + 1.0)
+        self.bucket_errors = {}
+        # Bucket ends are planned from the planned window start, so every worker's buckets
+        # cover the same instants and merge exactly (a late start shortens only the first).
+        interval = self.spec.timeline_interval
+        first = self.first_bucket_end = self.window_planned + (self.spec.timeline_phase or interval)
+        while first <= start:
+            first += interval
+        self._at(first, self._tick, first)
 
     def _flush(self) -> None:
-        """Move the latency counts into the totals and the current second's histogram."""
+        """Move the latency counts into the totals and the current bucket's histogram."""
         for value, n in self.lat.items():
-            self.second.record_value(min(max(value, stats.LOWEST_US), stats.HIGHEST_US), n)
+            self.bucket.record_value(min(max(value, stats.LOWEST_US), stats.HIGHEST_US), n)
         stats.record_counts(self.hist, self.lat)
         stats.record_counts(self.raw_hist, self.raw)
 
-    def _close_second(self) -> None:
+    def _close_bucket(self, last: bool = False) -> None:
+        """Close bucket ``len(timeline)``: the errors stamped with its index (a late tick never
+        moves an error into the bucket before its time), and, for the last, all later ones."""
         self._flush()
-        self.timeline.append((self.done - self.second_done, stats.encode(self.second)))
-        self.second_done = self.done
-        self.second = stats.new_histogram()
+        index = len(self.timeline)
+        errors: dict[str, int] = {}
+        for i in [i for i in self.bucket_errors if i <= index or last]:
+            for kind, n in self.bucket_errors.pop(i).items():
+                errors[kind] = errors.get(kind, 0) + n
+        self.timeline.append((self.done - self.bucket_done, stats.encode(self.bucket), errors, self.mismatches - self.bucket_mismatches))
+        self.bucket_done = self.done
+        self.bucket_mismatches = self.mismatches
+        self.bucket = stats.new_histogram()
 
-    def _second_tick(self, when: float) -> None:
+    def _tick(self, when: float) -> None:
         if self.recording:
-            self._close_second()
-            self._at(when + 1.0, self._second_tick, when + 1.0)
+            self._close_bucket()
+            interval = self.spec.timeline_interval
+            self._at(when + interval, self._tick, when + interval)
 
     def _progress_tick(self, when: float) -> None:
         if not self.running:
@@ -265,7 +324,33 @@ class Worker:
                     self.count_error("timeout")
             self._finish()
             return
+        if self.spec.requests is None:
+            self._time_out_stuck(now_us())
         self._at(when + PROGRESS_INTERVAL, self._progress_tick, when + PROGRESS_INTERVAL)
+
+    def _queue_or_drop(self, intended: int) -> None:
+        """Open loop, no connection up: queue the request on one that is reconnecting (it is
+        sent once that connect succeeds, its latency still counted from ``intended``), as a
+        client's pool would; only when every connection is down for good is it ``unsent``."""
+        conns = self.conns
+        for _ in range(len(conns)):
+            conn = conns[self.rr]
+            self.rr = (self.rr + 1) % len(conns)
+            if not conn.down:
+                conn.backlog.append(intended)
+                return
+        self.count_error("unsent")
+
+    def _time_out_stuck(self, now: int) -> None:
+        """Duration runs: give up on every connection whose oldest request in flight was sent
+        ``reply_timeout`` ago (checked every PROGRESS_INTERVAL, so at most that much later)."""
+        limit = int(self.spec.reply_timeout * 1e6)
+        for conn in list(self.conns):
+            if conn.alive and conn.inflight and conn.sent:
+                oldest = conn.sent[0]
+                sent_at = oldest[1] if self.open_loop else oldest[0]
+                if now - sent_at >= limit:
+                    self.give_up(conn)
 
     def _schedule(self) -> None:
         """Open loop: issue every request whose intended time has come, spread round robin."""
@@ -285,6 +370,8 @@ class Worker:
                 if conn.alive:
                     conn.offer(intended, now)
                     break
+            else:
+                self._queue_or_drop(intended)
             self.issued += 1
             if self.quota is not None and self.recording:
                 self.quota -= 1
@@ -301,9 +388,12 @@ class Worker:
         self.running = False
         if self.recording:
             self.cpu_s = time.process_time() - self.cpu_start
-            self._close_second()
+            self._close_bucket(last=True)
             self.window = (self.window[0], end)
         self.recording = False
+        # sent and not yet answered, or due and waiting for room or a connection (closed loop:
+        # the last burst of every connection, as always; open loop: how far the server lags)
+        self.unanswered = sum(c.inflight for c in self.conns if c.alive) + sum(len(c.backlog) for c in self.conns)
         for conn in self.conns:
             conn.alive = False  # from here on, replies, EOFs and resets are not counted
         self.progress[self.index] = self.done_before_window + self.done
@@ -317,6 +407,7 @@ class Worker:
             "duration_s": max(0.0, end - start),
             "errors": dict(self.errors),
             "mismatches": self.mismatches,
+            "unanswered": self.unanswered,
             "examples": list(self.examples),
             "hist": stats.encode(self.hist),
             "raw_hist": stats.encode(self.raw_hist) if self.open_loop else None,
