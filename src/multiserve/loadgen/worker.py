@@ -223,6 +223,8 @@ class Worker:
         if await self._connect(conn, asyncio.Semaphore(1)):
             if self.running:
                 conn.start(now_us())
+            else:  # reconnected after the run ended: its end is ours, not an error to count
+                conn.alive = False
         elif conn.backlog:  # this connection stays down: what waited for it is never sent
             self.count_error("unsent", len(conn.backlog))
             conn.backlog.clear()
