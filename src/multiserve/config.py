@@ -268,7 +268,7 @@ def config_from_args(args: argparse.Namespace) -> "ServerConfig":
     return ServerConfig(**flags_from_args(args))
 
 
-def _argparse_type(validate):
+def argparse_type(validate):
     def parse(value):
         try:
             return validate(value)
@@ -296,5 +296,5 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         elif s.action == "append":  # each value is checked with the rest, by the setting's validator
             parser.add_argument(s.flag, dest=s.name, action="append", default=argparse.SUPPRESS, help=_help(s))
         else:
-            parser.add_argument(s.flag, dest=s.name, type=_argparse_type(s.validate), default=argparse.SUPPRESS,
+            parser.add_argument(s.flag, dest=s.name, type=argparse_type(s.validate), default=argparse.SUPPRESS,
                                 help=_help(s))

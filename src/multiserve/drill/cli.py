@@ -11,10 +11,10 @@ before a ``term`` and every event fired; 1 otherwise (or when the server never b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from ..config import SETTINGS, _argparse_type
+from ..config import SETTINGS, argparse_type
+from ..loadgen.cli import write_json
 from ..loadgen.spec import EXPECTS
 from .attacks import parse_attack
 from .events import check_engine, parse_events
@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if s.action:
             serve.add_argument(s.flag, dest="serve_" + s.name, action=s.action, default=argparse.SUPPRESS, help=s.help)
         else:
-            serve.add_argument(s.flag, dest="serve_" + s.name, type=_argparse_type(s.validate), default=argparse.SUPPRESS,
+            serve.add_argument(s.flag, dest="serve_" + s.name, type=argparse_type(s.validate), default=argparse.SUPPRESS,
                                metavar=s.name.upper(), help=f"{s.help} (default: {s.default})")
 
 
@@ -145,17 +145,8 @@ def run(args) -> int:
 
         print_result(result, console)
     data = result.to_dict()
-    if args.json:
-        text = json.dumps(data, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            try:
-                with open(args.json, "w", encoding="utf-8") as f:
-                    f.write(text + "\n")
-            except OSError as exc:
-                print(f"multiserve drill: cannot write {args.json}: {exc.strerror}", file=sys.stderr)
-                return 2
+    if args.json and not write_json(args.json, data, "multiserve drill"):
+        return 2
     if args.plot:
         from .plot import plot
 

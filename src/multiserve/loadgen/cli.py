@@ -86,17 +86,8 @@ def run(args) -> int:
         from .report import print_result
 
         print_result(result, Console(file=human))
-    if args.json:
-        text = json.dumps(result.to_dict(), indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            try:
-                with open(args.json, "w", encoding="utf-8") as f:
-                    f.write(text + "\n")
-            except OSError as exc:
-                print(f"multiserve bench: cannot write {args.json}: {exc.strerror}", file=sys.stderr)
-                return 2
+    if args.json and not write_json(args.json, result.to_dict(), "multiserve bench"):
+        return 2
     for failure in result.worker_failures:
         print(f"multiserve bench: {failure}", file=sys.stderr)
     if not result.ok:
@@ -104,3 +95,19 @@ def run(args) -> int:
         print(f"multiserve bench: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def write_json(target: str, data: dict, prog: str) -> bool:
+    """``data`` as JSON to ``target`` (a path, or ``-``: stdout). False, after one line on
+    stderr naming ``prog``, when the file cannot be written."""
+    text = json.dumps(data, indent=2)
+    if target == "-":
+        print(text)
+        return True
+    try:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as exc:
+        print(f"{prog}: cannot write {target}: {exc.strerror}", file=sys.stderr)
+        return False
+    return True
