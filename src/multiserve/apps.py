@@ -2,10 +2,7 @@
 server, as WSGI (PEP 3333, ``multiserve.wsgi``) or ASGI 3 (``multiserve.asgi``)."""
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 
 
 def load_app(spec: str):
@@ -14,16 +11,9 @@ def load_app(spec: str):
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"--app {spec!r}: expected module:name, e.g. examples.hello_wsgi:app")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import app module {module_name!r}: {exc}") from None
-    try:
-        app = getattr(module, attr)
-    except AttributeError:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    from .services import import_object
+
+    app = import_object(module_name, attr, "app")
     if not callable(app):
         raise ValueError(f"{spec} is not callable")
     return app

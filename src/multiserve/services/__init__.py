@@ -39,6 +39,23 @@ BUILTIN_SERVICES = {
 }
 
 
+def import_object(module_name: str, attr: str, what: str):
+    """``module_name.attr``, gunicorn's ``module:name``: a module in the directory the server
+    was started from is importable, also through the console script (which, unlike
+    ``python -m``, does not put it on sys.path). ValueError (one line, naming ``what``) if the
+    module or the attribute is missing."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {what} module {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
 def load_service(spec: str, options: dict | None = None):
     """Return the service named by ``spec``.
 
@@ -58,18 +75,7 @@ def load_service(spec: str, options: dict | None = None):
     if not arg:
         known = ", ".join(sorted(BUILTIN_SERVICES))
         raise ValueError(f"unknown service {spec!r}: use one of {known}, or package.module:Name")
-    # like gunicorn: a module in the directory the server was started from is importable, also
-    # through the console script (which, unlike ``python -m``, does not put it on sys.path)
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import service module {name!r}: {exc}") from None
-    try:
-        obj = getattr(module, arg)
-    except AttributeError:
-        raise ValueError(f"module {name!r} has no attribute {arg!r}") from None
+    obj = import_object(name, arg, "service")
     if inspect.isclass(obj) or (callable(obj) and not hasattr(obj, "handle") and not hasattr(obj, "handle_async")):
         obj = obj()
     if not (has_sync_handle(obj) or has_async_handle(obj)):
