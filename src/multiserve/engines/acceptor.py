@@ -114,6 +114,7 @@ class Acceptor:
         self.max_conns = max_conns
         self.stop = stop
         self.active = 0
+        self.closed = False
         self._lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -124,10 +125,12 @@ class Acceptor:
         return not self.max_conns or self.active < self.max_conns
 
     def released(self) -> None:
-        """A connection ended: free its slot and wake the loop (any thread may call this)."""
+        """A connection ended: free its slot and wake the loop (any thread may call this, even
+        while or after the engine closes the acceptor: a pool thread finishing a close)."""
         with self._lock:
             self.active -= 1
-        self.wake()
+            if not self.closed:
+                self.wake()
 
     def wake(self) -> None:
         try:
@@ -173,5 +176,7 @@ class Acceptor:
                     on_wake()
 
     def close(self) -> None:
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        with self._lock:  # no wake() can write to the pipe's descriptors once they are closed
+            self.closed = True
+            os.close(self.wake_r)
+            os.close(self.wake_w)

@@ -147,7 +147,7 @@ class ThreadPoolEngine(Engine):
             channel.armed = False
         try:
             self.epoll.unregister(channel.fd)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the epoll set is closed (the engine is done)
             pass
         return True
 
@@ -277,7 +277,7 @@ class ThreadPoolEngine(Engine):
             channel.armed = True
         try:
             self.epoll.modify(channel.fd, ARM)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the epoll set is closed (the engine is done)
             self._close(channel)
             return
         self._close_if_drain_passed(channel)
