@@ -4,11 +4,12 @@ Benchmark only (never a test). Each server is pinned to core 0, wrk (Debian's pa
 the apps are examples/hello_wsgi.py and hello_asgi.py (``/`` answers ``hello``). Rounds are interleaved: every server
 once per round, medians reported. The server's CPU is its whole process tree's (psutil), read
 over the measured window. gunicorn and uvicorn are not dependencies of multiserve: pass their
-paths in a separate virtualenv (gunicorn with gevent, uvicorn with httptools and uvloop).
+paths in a separate virtualenv ($PEERS: a folder of your choice; gunicorn with gevent, uvicorn
+with httptools and uvloop).
 
-    python3 -m venv /tmp/peers && /tmp/peers/bin/pip install gunicorn gevent packaging uvicorn httptools uvloop
+    python3 -m venv "$PEERS" && "$PEERS"/bin/pip install gunicorn gevent packaging uvicorn httptools uvloop
     flock /tmp/multiserve-bench.lock .venv/bin/python benchmarks/http_wrk.py \\
-        --gunicorn /tmp/peers/bin/gunicorn --uvicorn /tmp/peers/bin/uvicorn --seconds 3 --rounds 3
+        --gunicorn "$PEERS"/bin/gunicorn --uvicorn "$PEERS"/bin/uvicorn --seconds 3 --rounds 3
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One client connection: an asyncio Protocol, not streams (a fifth less CPU per request: 9-10
-against 12 µs for a uvloop server in /work/shared/instruments/README.md).
+against 12 µs for a uvloop server in ../shared/instruments/README.md).
 
 Per reply the work is kept to what the C reference client does: one clock read per chunk, one
 ``bytes.startswith`` against the precomputed stream of expected replies, one dict update for the
