@@ -63,10 +63,6 @@ class LineFramer:
     def pending(self) -> int:
         return len(self.partial)
 
-    @property
-    def error(self) -> LineTooLong:
-        return LineTooLong(self.max_line)
-
     def feed(self, data: bytes) -> list[bytes]:
         if self.failed:
             return []
@@ -173,10 +169,6 @@ class LineProtocol(LineFramer, Protocol):
     def receive_eof(self) -> list[bytes]:
         last = self.eof()
         return [] if last is None else [last]
-
-    @property
-    def pending(self) -> int:
-        return len(self.partial)
 
     def status(self) -> int:
         if self.error is not None:
