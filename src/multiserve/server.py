@@ -14,7 +14,7 @@ from .engines import engine_class
 from .engines.base import ServeStats
 from .protocol import protocol_factory
 from .services import load_service
-from .session import SessionFactory
+from .session import SessionFactory, close_coroutine_runners
 from .sockets import open_listener
 from .stop import Stop, stop_on_signals
 from .tls import server_context
@@ -94,6 +94,7 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
             with stop_on_signals(stop):
                 stats = engine_obj.serve(listener, sessions, ready=ready, stop=stop)
         finally:
+            close_coroutine_runners()
             if not in_workers:
                 sessions.close_service()
     finally:

@@ -45,14 +45,36 @@ _seen_errors: set = set()
 _DONE = object()  # the end of a streamed reply pulled on a thread pool
 
 
+_runners: list = []  # every thread's runner, closed by close_coroutine_runners()
+_runners_lock = threading.Lock()
+_generation = [0]  # bumped by each close: a thread's older runner is closed, make a new one
+
+
 def run_coroutine_here(coro):
     """Run ``coro`` to completion on this thread's own event loop (made once per thread)."""
     runner = getattr(_loops, "runner", None)
-    if runner is None:
+    if runner is None or _loops.generation != _generation[0]:
         import asyncio  # only for async services under a non-asyncio engine
 
         runner = _loops.runner = asyncio.Runner()
+        _loops.generation = _generation[0]
+        with _runners_lock:
+            _runners.append(runner)
     return runner.run(coro)
+
+
+def close_coroutine_runners() -> None:
+    """Close the threads' event loops once serving is over (their threads are idle then):
+    left to the interpreter's exit, a pool thread's loop is finalized after its own self-pipe
+    and prints a traceback."""
+    with _runners_lock:
+        runners, _runners[:] = list(_runners), []
+        _generation[0] += 1
+    for runner in runners:
+        try:
+            runner.close()
+        except Exception as exc:  # a loop a thread still runs: leave it to the exit
+            log.debug("closing a coroutine runner: %s: %s", type(exc).__name__, exc)
 
 
 def _submit_quietly(threads, fn) -> None:
