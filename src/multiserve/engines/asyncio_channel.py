@@ -32,6 +32,10 @@ QUEUE_HIGH_WATER = 1024
 # far above a loopback client's connect-to-send gap even on a loaded 2-core machine (scheduler
 # slices are milliseconds), small against --grace's 10 s default.
 FIRST_REQUEST_GRACE = 0.5
+# A connection to hand off whose replies are still in our write buffer is looked at again this
+# often (asyncio says when the buffer falls below its low-water mark, never when it is empty);
+# a loopback client drains a buffer under the high-water mark in far less.
+WRITE_POLL = 0.002
 
 
 class Channel(asyncio.Protocol):
@@ -42,7 +46,7 @@ class Channel(asyncio.Protocol):
     __slots__ = (
         "server", "transport", "session", "queue", "worker", "last_active", "request_started",
         "write_paused_at", "reading_paused", "closing", "final_reply", "discarding", "drained", "write",
-        "active",
+        "active", "handing", "handed_off",
     )
 
     def __init__(self, server):
@@ -59,6 +63,8 @@ class Channel(asyncio.Protocol):
         self.discarding = -1
         self.drained = None
         self.active = False
+        self.handing = False  # retiring: hand the connection to another worker once idle
+        self.handed_off = False  # its socket went to another worker: the connection lives on
 
     # -- life cycle ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -72,8 +78,8 @@ class Channel(asyncio.Protocol):
         greeting = session.start()
         if greeting is not None:
             self._finish_then(greeting)
-        elif server.stopping:  # adopted from the backlog during a stop
-            self.stop()
+        elif server.stopping:  # adopted from the backlog (or handed to us) during a stop
+            server.wind_down(self)
 
     def connection_lost(self, exc):
         server = self.server
@@ -82,6 +88,11 @@ class Channel(asyncio.Protocol):
         if self.drained is not None and not self.drained.done():
             self.drained.cancel()
         session = self.session
+        if self.handed_off:  # not an end: the next worker serves it (and counts the connection)
+            session.finish()
+            server.stats.add(requests=session.requests)
+            server.connection_closed(self)
+            return
         if exc is not None and not session.errored:
             session.log_error(describe_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}")
         session.finish()
@@ -113,6 +124,8 @@ class Channel(asyncio.Protocol):
             self.request_started = None
             if server.retiring:
                 self._finish_then(None)
+            elif self.handing:
+                self.try_hand_off()
         elif status == PENDING:
             if self.request_started is None:
                 self.request_started = server.clock()
@@ -159,13 +172,16 @@ class Channel(asyncio.Protocol):
                 self.active = True
                 if server.on_request is not None:
                     server.on_request(1)
-                if self.reading_paused and len(queue) < QUEUE_HIGH_WATER // 2 and self.write_paused_at is None:
+                if self.reading_paused and len(queue) < QUEUE_HIGH_WATER // 2 and self.write_paused_at is None \
+                        and not self.handing:
                     self.reading_paused = False
                     self.transport.resume_reading()
         finally:
             self.worker = None
         if self.closing:
             self._close_now()
+        elif self.handing:
+            self.try_hand_off()
 
     async def _write(self, reply) -> None:
         """Write a reply (bytes, or an iterable or async iterable of pieces); a streamed one piece
@@ -252,7 +268,8 @@ class Channel(asyncio.Protocol):
         self.write_paused_at = None
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
-        if self.reading_paused and (self.queue is None or len(self.queue) < QUEUE_HIGH_WATER // 2):
+        if self.reading_paused and (self.queue is None or len(self.queue) < QUEUE_HIGH_WATER // 2) \
+                and not self.handing:
             self.reading_paused = False
             self.transport.resume_reading()
 
@@ -270,6 +287,41 @@ class Channel(asyncio.Protocol):
             self.server.loop.call_later(FIRST_REQUEST_GRACE, self._finish_if_open)
             return
         self._finish_then(None)
+
+    def hand_off_when_idle(self):
+        """Retiring with another worker to take over: read no new request, answer those already
+        read, then pass the socket on (``server.hand_off``) once idle: no request half read (its
+        bytes are in our protocol buffer, not the kernel's, so one begun is read on until
+        complete and answered first), no reply queued or unsent. What the client sends
+        meanwhile waits in the kernel for the next worker. ``--grace`` bounds the wait, as for
+        a close."""
+        if self.closing:
+            return
+        self.handing = True
+        self.try_hand_off()
+
+    def try_hand_off(self):
+        if self.closing or self.transport.is_closing():
+            return
+        if self.session.status() != SETTLED:
+            return  # a request half read: data_received calls again once it is complete
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        if self.worker is not None:
+            return  # _work calls again once the queue is answered
+        if self.transport.get_write_buffer_size():
+            self.server.loop.call_later(WRITE_POLL, self.try_hand_off)  # no callback says "flushed"
+            return
+        self.server.hand_off(self)
+
+    def give_up_hand_off(self):
+        """No worker to take it: finish and close as a stop does."""
+        self.handing = False
+        if self.reading_paused and self.write_paused_at is None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        self.stop()
 
     def retire(self):
         """Close once the request in flight is answered; a request half received is read on, and

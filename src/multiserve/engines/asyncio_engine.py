@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,14 +38,17 @@ class LoopServer:
     Hooks (the hybrid engine's; each optional): ``admission(open_here) -> bool`` replaces the
     per-process ``--max-conns`` test; ``on_request(n)`` is told of every n replies;
     ``on_last_accept()`` runs right after the final accept on stop; ``cpu_pool`` takes CPU-bound
-    calls; ``tls`` (an ``ssl.SSLContext``) serves TLS. Accepting is ours, not ``loop.create_server``'s, for two reasons: past ``--max-conns``
+    calls; ``tls`` (an ``ssl.SSLContext``) serves TLS; ``handoff`` (a
+    :class:`~.handoff.Courier`, or a callable returning one or None when the drain starts) takes
+    each connection once idle on a stop instead of closing it (never with TLS: the TLS state is
+    in this process), and ``adopt(sock)`` takes in one another worker handed off. Accepting is ours, not ``loop.create_server``'s, for two reasons: past ``--max-conns``
     we stop reading the listener (clients wait in the backlog), and on stop we accept what the
     kernel already queued in the backlog before closing it, so no connection the kernel accepted
     is reset. The caller owns ``listener``.
     """
 
     def __init__(self, listener: socket.socket, sessions, config, *, cpu_pool=None, admission=None,
-                 on_request=None, on_last_accept=None, tls=None):
+                 on_request=None, on_last_accept=None, tls=None, handoff=None):
         self.listener = listener
         self.tls = tls  # an ssl.SSLContext: the loop's TLS transport wraps each connection
         self.sessions = sessions
@@ -57,6 +61,9 @@ class LoopServer:
         self.admission = admission
         self.on_request = on_request
         self.on_last_accept = on_last_accept
+        self.handoff = handoff
+        self.courier = None  # the Courier of this drain, when it hands connections off
+        self.closed_on_stop = 0  # connections closed (not handed off) once stopping
         self.channels: set[Channel] = set()
         self.answer_inline = True  # off once stopping: every request then goes through the queue
         self.stopping = False
@@ -116,6 +123,35 @@ class LoopServer:
         if not self.can_accept():
             self.stop_listening()
 
+    def adopt(self, sock) -> None:
+        """A connection another worker handed off: served as if just accepted (a Channel, a new
+        session, the timeouts; counted in ``--max-conns``: it left the sender's count as it joins
+        ours, so a move never makes the total grow and is not refused)."""
+        try:
+            peer = sock.getpeername()
+        except OSError:  # the client left while it travelled
+            sock.close()
+            return
+        self._start(sock, peer)
+
+    def wind_down(self, channel: Channel) -> None:
+        """On a stop: hand the connection off once idle if this drain does, else finish and close."""
+        if self.courier is not None:
+            channel.hand_off_when_idle()
+        else:
+            channel.stop()
+
+    def hand_off(self, channel: Channel) -> None:
+        """Pass an idle channel's socket on: our transport goes (no FIN: the descriptor lives on
+        in the courier's copy until the target holds its own); no other worker: close it."""
+        if not self.courier.targets():
+            channel.give_up_hand_off()
+            return
+        fd = os.dup(channel.transport.get_extra_info("socket").fileno())
+        channel.handed_off = True
+        channel.transport.abort()  # close(), never shutdown(): the connection itself stays up
+        self.courier.send(fd)
+
     def retire_connections(self) -> None:
         """From now on, close each connection once its in-flight request is answered (the hybrid
         engine's ``--max-requests``: the worker is on its way out)."""
@@ -125,6 +161,8 @@ class LoopServer:
 
     def connection_closed(self, channel: Channel) -> None:
         self.channels.discard(channel)
+        if self.stopping and not channel.handed_off:
+            self.closed_on_stop += 1
         self.start_listening()
         if self.stopping and not self.channels:
             self.all_closed.set()
@@ -159,10 +197,13 @@ class LoopServer:
         self._accept_some(limit=config.backlog)
         if self.on_last_accept is not None:
             self.on_last_accept()
+        if self.handoff is not None and self.tls is None:
+            self.courier = self.handoff() if callable(self.handoff) else self.handoff
         for _ in range(3):  # let requests already read by the loop reach their channel
             await asyncio.sleep(0)
         for channel in list(self.channels):
-            channel.stop()
+            self.wind_down(channel)
+        started = self.loop.time()
         if self.channels or self.pending:
             try:
                 await asyncio.wait_for(self.all_closed.wait(), config.grace)
@@ -172,6 +213,8 @@ class LoopServer:
                 for channel in list(self.channels):
                     channel.transport.abort()
                 await asyncio.sleep(0)
+        if self.courier is not None:
+            await self.courier.finish(config.grace - (self.loop.time() - started))
         self.threads.shutdown(wait=False, cancel_futures=True)
 
 

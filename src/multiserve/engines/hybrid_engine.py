@@ -20,6 +20,14 @@ open connections in the shared slot table and one far above the least-loaded lea
 connections to it (:class:`Admission`). ``--max-conns`` counts every worker's connections from
 the same table, without a lock: connections arriving at the same instant on different workers
 can pass it by at most ``workers - 1``.
+
+Hand-off (:mod:`.handoff`): a worker drained while others keep serving (the old generation of a
+SIGHUP once the new one accepts, SIGTTOU's oldest, a ``--max-requests`` recycle once its
+successor accepts) reads no new request, answers those in flight, and passes each connection,
+once idle, to a live worker over a unix socket (SCM_RIGHTS): the client's TCP connection never
+closes. A connection not idle within ``--grace`` is closed as before; a TLS connection cannot
+move (its TLS state is in this process): it is closed after its reply, as before. When the
+whole server stops, nothing is handed off.
 """
 from __future__ import annotations
 
@@ -30,8 +38,10 @@ import logging
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -41,6 +51,7 @@ from ..stop import Stop, stop_on_signals
 from ..supervisor import BOOT_ERROR, Arbiter
 from .asyncio_engine import LoopServer, loop_stop_event
 from .base import Engine, ServeStats
+from .handoff import Courier, Inbox, inbox_path
 from .loops import loop_name, new_event_loop
 
 log = logging.getLogger(__name__)
@@ -69,13 +80,15 @@ class HybridEngine(Engine):
     def serve(self, listener, sessions, *, ready, stop):
         config = self.config
         reserved = None
+        # the workers' hand-off inboxes: private to our user (mkdtemp makes it 0700)
+        inboxes = tempfile.mkdtemp(prefix="multiserve-handoff-")
         if config.reuse_port:
             host, port = address_of(listener)
             reserved = reserve_port(host, port)
             listener.close()  # it listens, and nobody would accept what the kernel queued on it
-            worker = HybridWorker(config, sessions, None, (host, port), reserved, self.tls)
+            worker = HybridWorker(config, sessions, None, (host, port), reserved, self.tls, inboxes)
         else:
-            worker = HybridWorker(config, sessions, listener, None, None, self.tls)
+            worker = HybridWorker(config, sessions, listener, None, None, self.tls, inboxes)
         arbiter = Arbiter(worker.run, stop=stop, workers=config.workers, worker_timeout=config.worker_timeout,
                           grace=config.grace)
         # As the process engine does: what the supervisor made so far is out of the collector's
@@ -86,6 +99,7 @@ class HybridEngine(Engine):
         finally:
             if reserved is not None:
                 reserved.close()
+            shutil.rmtree(inboxes, ignore_errors=True)
         return ServeStats(*arbiter.totals)
 
 
@@ -103,8 +117,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class HybridWorker:
     """One worker process: built in the supervisor, ``run(context)`` runs in the forked child."""
 
-    def __init__(self, config, sessions, listener, address, reserved, tls=None):
+    def __init__(self, config, sessions, listener, address, reserved, tls=None, inboxes=None):
         self.config = config
+        self.inboxes = inboxes  # the directory of the workers' hand-off sockets
         self.tls = tls  # the supervisor's ssl.SSLContext, inherited by the fork
         self.sessions = sessions
         self.listener = listener  # shared; None with --reuse-port
@@ -120,6 +135,7 @@ class HybridWorker:
             listener = self.listener
             if listener is None:
                 listener = bind_listener(self.address[0], self.address[1], config.backlog, reuse_port=True)
+            inbox = Inbox(inbox_path(self.inboxes, context.index), None) if self.inboxes else None
             self.sessions.open_service()
         except Exception as exc:
             log.error("worker %d cannot start: %s: %s", os.getpid(), type(exc).__name__, exc)
@@ -130,11 +146,13 @@ class HybridWorker:
         stop = Stop()
         try:
             with stop_on_signals(stop):
-                stats = loop.run_until_complete(self._serve(context, listener, pool, stop))
+                stats = loop.run_until_complete(self._serve(context, listener, pool, stop, inbox))
         except ServiceStartError as exc:  # open_async on the loop (an app's startup) failed
             log.error("worker %d cannot start: %s", os.getpid(), exc)
             return BOOT_ERROR
         finally:
+            if inbox is not None:
+                inbox.close()
             loop.close()
             listener.close()
             if pool is not None:
@@ -158,22 +176,37 @@ class HybridWorker:
         pool.submit(int).result()
         return pool
 
-    async def _serve(self, context, listener, pool, stop) -> ServeStats:
+    async def _serve(self, context, listener, pool, stop, inbox) -> ServeStats:
         config = self.config
         loop = asyncio.get_running_loop()
         shared = self.listener is not None
-        budget = RequestBudget(config.max_requests, context.slot) if config.max_requests else None
+        slot = context.slot
+        can_hand_off = inbox is not None and self.tls is None
+        budget = RequestBudget(config.max_requests, slot, hand_off=can_hand_off) if config.max_requests else None
         admission = Admission(context, config.max_conns, shared_socket=shared, budget=budget) \
             if shared or config.max_conns or budget else None
+        couriers = []
+
+        def courier():
+            """At the drain's start: hand off only if other workers keep serving (the supervisor
+            says so in ``slot.handoff``; not when the whole server stops)."""
+            if not slot.handoff:
+                return None
+            couriers.append(Courier(loop, self.inboxes, context))
+            return couriers[0]
+
         server = LoopServer(listener, self.sessions, config, cpu_pool=pool, admission=admission,
                             on_request=budget,
                             # our own SO_REUSEPORT socket: leave the group right after the last accept
-                            on_last_accept=None if shared else listener.close, tls=self.tls)
+                            on_last_accept=None if shared else listener.close, tls=self.tls,
+                            handoff=courier if can_hand_off else None)
         if admission is not None:
             admission.server = server
         if budget is not None:
             budget.server = server
-        slot = context.slot
+        if inbox is not None:
+            inbox.adopt = server.adopt
+            inbox.start(loop)
 
         def beat():
             slot.beat_now()
@@ -189,17 +222,30 @@ class HybridWorker:
             log.info("worker %d accepts (%s loop)", os.getpid(), loop_name(loop))
 
         beat()
-        return await server.serve(loop_stop_event(loop, stop), ready=ready)
+        stats = await server.serve(loop_stop_event(loop, stop), ready=ready)
+        moved = couriers[0].moved if couriers else 0
+        slot.handed_off, slot.adopted, slot.closed_on_stop = moved, inbox.adopted if inbox else 0, server.closed_on_stop
+        if couriers:
+            courier = couriers[0]
+            log.info("worker %d handed off %d connections (%s), closed %d (%d with no worker left to take "
+                     "them)", os.getpid(), moved, courier.where(), server.closed_on_stop + courier.lost, courier.lost)
+        elif server.closed_on_stop:
+            log.info("worker %d closed %d connections on stop%s", os.getpid(), server.closed_on_stop,
+                     " (TLS: they cannot be handed off)" if slot.handoff else "")
+        return stats
 
 
 class RequestBudget:
     """``on_request`` for ``--max-requests``: once the budget is spent, the worker asks the
-    supervisor for a successor, accepts no more connections, and closes each of its connections
-    as soon as its in-flight request is answered, so it exits within about ``--grace`` instead of
-    serving its persistent clients on (they reconnect to the other workers or the successor)."""
+    supervisor for a successor and accepts no more connections. With hand-off it serves its
+    connections on until the successor accepts and the supervisor drains it, which hands each
+    to the successor (or another worker) once idle: the clients never notice. Without (TLS), it
+    closes each connection as soon as its in-flight request is answered, so it exits within
+    about ``--grace`` instead of serving its persistent clients on (they reconnect)."""
 
-    def __init__(self, limit: int, slot):
+    def __init__(self, limit: int, slot, hand_off: bool = False):
         self.slot = slot
+        self.hand_off = hand_off
         self.left = limit + random.randint(0, int(limit * JITTER_FRACTION))
         self.limit = self.left
         self.server = None  # the worker's LoopServer, set once made
@@ -212,6 +258,10 @@ class RequestBudget:
         self.left -= n
         if self.left <= 0 and not self.slot.recycle:
             self.slot.recycle = 1
+            if self.hand_off:
+                log.info("worker %d served %d requests (--max-requests): asking to be replaced; its "
+                         "connections go to the successor", os.getpid(), self.limit)
+                return
             log.info("worker %d served %d requests (--max-requests): asking to be replaced, "
                      "closing each connection after its reply", os.getpid(), self.limit)
             if self.server is not None:

@@ -76,6 +76,7 @@ class Worker:
     outgoing: bool = False  # to be drained once its successors accept
     deadline: float | None = None  # set when draining: SIGKILL after it
     killed: bool = False
+    generation: int = 0  # SIGHUP starts the next one
 
 
 def describe_status(code: int) -> str:
@@ -109,6 +110,7 @@ class Arbiter:
         self.announced = False
         self.boot_failed = False
         self.totals = [0, 0, 0]
+        self.generation = 0
         self.pid = os.getpid()
 
     # -- running -------------------------------------------------------------------------------
@@ -180,6 +182,7 @@ class Arbiter:
         incoming = self._incoming()
         log.info("supervisor %d: SIGHUP: reloading: starting %d new workers, then draining %d old ones",
                  self.pid, self.num_workers, len(incoming))
+        self.generation += 1
         for worker in incoming:
             worker.outgoing = True
 
@@ -211,11 +214,17 @@ class Arbiter:
         slots = self.table.slots
         serving = [w for w in self.workers.values() if w.deadline is None and slots[w.index].ready]
         for worker in list(self.workers.values()):
-            # replaced once a full set of younger workers accepts, even if those are outgoing in
-            # turn already (a small --max-requests spends a successor's budget within one tick)
-            if worker.outgoing and worker.deadline is None and \
-                    sum(1 for w in serving if w.born > worker.born) >= self.num_workers:
+            if worker.outgoing and worker.deadline is None and self._replaced(worker, serving):
                 self.retire(worker, "its successor accepts")
+
+    def _replaced(self, worker: Worker, serving: list[Worker]) -> bool:
+        """True once a full set of workers of the current generation accepts without it: those
+        staying, and those younger than it even if outgoing in turn already (a small
+        --max-requests spends a successor's budget within one tick). After SIGHUP only the new
+        generation counts; a recycled worker waits for its own successor, not for every worker
+        to be replaced. Its connections are then handed to them."""
+        return sum(1 for w in serving if w is not worker and w.generation == self.generation
+                   and (w.born > worker.born or not w.outgoing)) >= self.num_workers
 
     def spawn(self) -> None:
         index = self.table.take()
@@ -225,7 +234,7 @@ class Arbiter:
         pid = os.fork()
         if pid == 0:
             self._run_child(index)  # never returns
-        self.workers[pid] = Worker(pid, index, time.monotonic())
+        self.workers[pid] = Worker(pid, index, time.monotonic(), generation=self.generation)
         log.info("supervisor %d: started worker %d", self.pid, pid)
 
     def _run_child(self, index: int) -> None:
@@ -266,11 +275,14 @@ class Arbiter:
             if worker is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            counts = self.table.slots[worker.index].counts()
+            slot = self.table.slots[worker.index]
+            counts = slot.counts()
+            served = "connections={} requests={} errors={}".format(*counts)
+            if slot.handed_off or slot.adopted or slot.closed_on_stop:
+                served += f"; handed off {slot.handed_off}, closed {slot.closed_on_stop} on stop, adopted {slot.adopted}"
             self.table.give_back(worker.index)
             for i, n in enumerate(counts):
                 self.totals[i] += n
-            served = "connections={} requests={} errors={}".format(*counts)
             if code == BOOT_ERROR:
                 self.boot_failed = True
                 log.error("supervisor %d: worker %d failed to start", self.pid, pid)

@@ -18,6 +18,9 @@ except ``handoff``, which only the supervisor writes:
     it only to close those connections in its own drain.
 ``open``
     the worker's open connections, so every worker can enforce one global ``--max-conns``.
+``handed_off``, ``adopted``, ``closed_on_stop``
+    written once, when the worker has drained: connections it handed to other workers, those
+    it was handed, and those it closed while stopping (the supervisor logs them at its exit).
 ``connections``, ``requests``, ``errors``
     the worker's counts (``ServeStats``), published at each beat and at exit; the supervisor adds
     them to its exit summary and logs them per worker (the load distribution).
@@ -41,6 +44,9 @@ class Slot(ctypes.Structure):
         ("connections", ctypes.c_int64),
         ("requests", ctypes.c_int64),
         ("errors", ctypes.c_int64),
+        ("handed_off", ctypes.c_int64),
+        ("adopted", ctypes.c_int64),
+        ("closed_on_stop", ctypes.c_int64),
     ]
 
     def reset(self) -> None:
