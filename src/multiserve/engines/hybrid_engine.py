@@ -192,6 +192,8 @@ class HybridWorker:
             says so in ``slot.handoff``; not when the whole server stops)."""
             if not slot.handoff:
                 return None
+            log.info("worker %d retiring: handing off its %d connections once idle", os.getpid(),
+                     len(server.channels))
             couriers.append(Courier(loop, self.inboxes, context))
             return couriers[0]
 
