@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,25 @@ from multiserve.stores.testing import fresh_store_url
 from multiserve.testing.http_client import HTTPClient
 from multiserve.testing.server_process import live_children, running_server, wait_for
 
-from test_hybrid import owner_of, readline
+from multiserve.services import Service
+from test_hybrid import env_with_tests_on_path, owner_of, readline
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = str(Path(__file__).parent.parent)
+
+
+class BlockUntilFile(Service):
+    """``block PATH`` holds the worker's event loop (``blocking = False``: answered on the loop)
+    until the file PATH exists: a loop that is slow, not dead, for as long as the test wants."""
+
+    blocking = False
+
+    def handle(self, request, conn):
+        if request.startswith(b"block "):
+            path = request[6:].strip().decode()
+            while not os.path.exists(path):
+                time.sleep(0.01)
+        return request.upper()
 
 
 def hybrid(*args, **kwargs):
@@ -240,3 +256,27 @@ def test_a_tls_connection_is_closed_after_its_reply_not_handed_off(tmp_path):
         assert srv.stop(30) == 0
         err = srv.stderr_text()
     assert f"worker {old} closed 1 connections on stop (TLS: they cannot be handed off)" in err
+
+
+def test_a_worker_past_the_timeout_whose_loop_answers_again_hands_its_connections_off(tmp_path):
+    release = tmp_path / "release"
+    with hybrid("--workers", "1", "--worker-timeout", "2", "--service", "test_handoff:BlockUntilFile",
+                env=env_with_tests_on_path()) as srv:
+        (slow,) = workers_of(srv)
+        with socket.create_connection((srv.host, srv.port), timeout=20) as blocked, \
+                socket.create_connection((srv.host, srv.port), timeout=20) as idle:
+            idle.sendall(b"idle\n")
+            assert readline(idle) == b"IDLE\n"
+            blocked.sendall(b"block %s\n" % str(release).encode())
+            wait_for(lambda: f"worker {slow}: event loop silent" in srv.stderr_text(), 20, "the timeout noticed")
+            release.touch()  # the loop answers again, within its probation
+            assert readline(blocked) == (b"BLOCK %s\n" % str(release).encode()).upper()
+            wait_for(lambda: slow not in workers_of(srv), 20, "the slow worker drained")
+            for sock in (blocked, idle):  # the same connections, now served by the successor
+                sock.sendall(b"again\n")
+                assert readline(sock) == b"AGAIN\n"
+        assert srv.stop(30) == 0
+        err = srv.stderr_text()
+    assert f"worker {slow}: event loop answers again" in err
+    assert handed_off(err, slow) == (2, 0)
+    assert f"died with signal SIGKILL" not in err

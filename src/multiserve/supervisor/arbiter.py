@@ -15,8 +15,10 @@ SIGCHLD    reap at once, so a dead worker is replaced within one loop turn
 
 Replacing always starts the successor first: an *outgoing* worker (reload, or it asked to be
 recycled after ``--max-requests``) keeps serving until enough new workers accept, and only then
-gets SIGTERM. Workers beat from their event loop into a shared :class:`~.slots.SlotTable`; one
-silent for ``worker_timeout`` is killed (SIGKILL) and replaced.
+gets SIGTERM (and hands its idle connections to them). Workers beat from their event loop into a
+shared :class:`~.slots.SlotTable`; one silent for ``worker_timeout`` is replaced: its successor
+starts at once, and it is killed (SIGKILL) unless its loop beats again within PROBATION
+heartbeats, in which case it is drained like a recycled worker (its connections handed off).
 
 What the caller provides is ``target(context) -> exit code``: it runs in the forked child, which
 exits with what it returns (``os._exit``: never back into the supervisor's code). A target that
@@ -45,6 +47,11 @@ TICK = 0.1
 # After --grace a draining worker has aborted its connections itself; this long again for it to
 # exit before SIGKILL (its pool shutdown and a final log line).
 KILL_MARGIN = 1.0
+# Heartbeats a worker past --worker-timeout has to beat again before SIGKILL: its loop was only
+# slow (a long call on the loop), so it can still hand its connections to its successor. Two: one
+# beat may be in flight when the supervisor looks; at most half a --worker-timeout (the beat
+# interval is at most a quarter of it), so a dead loop is killed within 1.5 x --worker-timeout.
+PROBATION = 2
 SIGNAL_NAMES = {signal.SIGHUP: "hup", signal.SIGTTIN: "ttin", signal.SIGTTOU: "ttou", signal.SIGCHLD: "chld"}
 # Ignored in workers: the supervisor alone acts on them (the default action of SIGTTIN/SIGTTOU
 # would stop a worker, SIGHUP's would kill it).
@@ -77,6 +84,7 @@ class Worker:
     deadline: float | None = None  # set when draining: SIGKILL after it
     killed: bool = False
     generation: int = 0  # SIGHUP starts the next one
+    silent_at: float | None = None  # its loop missed --worker-timeout: killed unless it beats again
 
 
 def describe_status(code: int) -> str:
@@ -214,7 +222,8 @@ class Arbiter:
         slots = self.table.slots
         serving = [w for w in self.workers.values() if w.deadline is None and slots[w.index].ready]
         for worker in list(self.workers.values()):
-            if worker.outgoing and worker.deadline is None and self._replaced(worker, serving):
+            if worker.outgoing and worker.deadline is None and worker.silent_at is None \
+                    and self._replaced(worker, serving):
                 self.retire(worker, "its successor accepts")
 
     def _replaced(self, worker: Worker, serving: list[Worker]) -> bool:
@@ -304,10 +313,20 @@ class Arbiter:
                     log.warning("supervisor %d: worker %d still busy %.1fs after --grace: killing it",
                                 self.pid, worker.pid, KILL_MARGIN)
                     self._kill(worker)
+            elif worker.silent_at is not None:
+                if slot.beat > worker.silent_at:
+                    worker.silent_at = None  # drained once its successor accepts (manage_workers)
+                    log.info("supervisor %d: worker %d: event loop answers again: draining it once its "
+                             "successor accepts", self.pid, worker.pid)
+                elif now > worker.silent_at + PROBATION * self.heartbeat_interval:
+                    log.error("supervisor %d: worker %d: event loop still silent: killing it", self.pid, worker.pid)
+                    self._kill(worker)
             elif now - slot.beat > self.worker_timeout:
                 log.error("supervisor %d: worker %d: event loop silent for %.1fs (--worker-timeout %.1f): "
-                          "killing and replacing it", self.pid, worker.pid, now - slot.beat, self.worker_timeout)
-                self._kill(worker)
+                          "replacing it; killed unless its loop answers within %.1fs", self.pid, worker.pid,
+                          now - slot.beat, self.worker_timeout, PROBATION * self.heartbeat_interval)
+                worker.outgoing = True  # its successor starts now
+                worker.silent_at = now
             elif slot.recycle and not worker.outgoing:
                 log.info("supervisor %d: worker %d reached --max-requests: replacing it", self.pid, worker.pid)
                 worker.outgoing = True
