@@ -154,6 +154,21 @@ def test_hybrid_through_ttin_loses_and_closes_nothing():
     no_server_left(result)
 
 
+def test_hybrid_through_hup_ttou_and_recycling_loses_and_closes_nothing(tmp_path):
+    """issue 17: the retiring workers hand their connections off; the clients see no close, and
+    the server's own count (its log) says how many moved."""
+    out = tmp_path / "drill.json"
+    r = drill_cli("--engine", "hybrid", "--workers", "2", "--max-requests", "600", "--events", "hup@1,ttou@2",
+                  "--rate", "400", "-c", "16", "-d", "3", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    assert data["total"]["errors"] == {"lost": 0, "closed": 0, "refused": 0, "reset": 0, "timeout": 0, "unsent": 0}
+    handoffs = data["server_handoffs"]
+    assert handoffs["moved"] >= 16 and handoffs["closed"] == 0  # at least the hup's old set moved all 16
+    assert handoffs["workers"] >= 3  # hup's two, ttou's one (and the recycled ones)
+    assert "server's hand-off:" in r.stdout
+
+
 def test_kill_server_on_a_single_process_engine_is_reported_and_exits_1(tmp_path):
     out, png = tmp_path / "drill.json", tmp_path / "drill.png"
     r = drill_cli("--engine", "asyncio", "--events", "kill-server@1", "--rate", "300", "-c", "8", "-d", "2.5",

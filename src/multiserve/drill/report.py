@@ -61,6 +61,10 @@ def print_result(result, console: Console | None = None) -> None:
                       f"{attack.closed_by_server} closed by the server, {attack.connect_errors} connect errors", markup=False)
     exit_text = "killed" if result.server_exit is None else f"exit status {result.server_exit}"
     console.print(f"server: {exit_text}", markup=False)
+    if result.handoffs is not None:
+        h = result.handoffs
+        console.print(f"server's hand-off: {h['workers']} retiring workers moved {h['moved']} connections "
+                      f"to other workers and closed {h['closed']}", markup=False)
     if result.exit_code == 0:
         console.print("verdict: ok: nothing lost, timed out or wrong; nothing refused", markup=False)
     else:

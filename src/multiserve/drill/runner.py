@@ -66,6 +66,7 @@ class DrillResult:
     reasons: list[str]
     server_exit: int | None
     server_output: list[str]
+    handoffs: dict | None = None  # a hybrid server's own count of the connections its retiring workers moved
 
     def to_dict(self) -> dict:
         """The JSON of ``multiserve drill --json``."""
@@ -97,6 +98,7 @@ class DrillResult:
             "timeline_interval_s": TIMELINE_INTERVAL,
             "timeline": [{"t_s": b["second"], **{k: v for k, v in b.items() if k != "second"}} for b in self.load.timeline],
             "server_exit": self.server_exit,
+            "server_handoffs": self.handoffs,
             "exit": self.exit_code,
             "reasons": list(self.reasons),
         }
@@ -136,4 +138,4 @@ def run_drill(spec: DrillSpec, *, progress=False, on_fire=None) -> DrillResult:
     total = counting.totals(load, counting.split_at_term(load, spec.events, TIMELINE_INTERVAL))
     code, reasons = counting.verdict(total, spec.events, load.worker_failures, spec.connections)
     return DrillResult(spec, target.label, target.pid, target.port, load, rows, total, code, reasons,
-                       server_exit, list(target.output))
+                       server_exit, list(target.output), target.handoffs)

@@ -19,6 +19,21 @@ from ..launch import NotReady, ServerProcess, free_port
 
 # Lines of the server's log kept for the report when it fails.
 KEEP_LINES = 50
+# A retiring hybrid worker's summary line (engines/hybrid_engine.py): what the server says it
+# moved and closed, beside what the clients saw.
+HANDOFF_LINE = re.compile(r"worker \d+ handed off (\d+) connections .*?, closed (\d+)")
+TLS_CLOSE_LINE = re.compile(r"worker \d+ closed (\d+) connections on stop \(TLS")
+
+
+def handoff_counts(log_text: str) -> dict | None:
+    """``{"workers", "moved", "closed"}`` summed over the retiring workers' hand-off lines of a
+    hybrid server's log; None when there is none (another engine, or no retirement)."""
+    found = [tuple(map(int, m.groups())) for m in HANDOFF_LINE.finditer(log_text)]
+    tls = [int(m.group(1)) for m in TLS_CLOSE_LINE.finditer(log_text)]
+    if not found and not tls:
+        return None
+    return {"workers": len(found) + len(tls), "moved": sum(m for m, _ in found),
+            "closed": sum(c for _, c in found) + sum(tls)}
 
 
 class TargetError(RuntimeError):
@@ -36,6 +51,7 @@ class Target:
         self.proc = server.proc
         self.host, self.port, self.pid, self.label = server.host, server.port, pid, label
         self._output: list[str] | None = None
+        self.handoffs: dict | None = None  # read from its log once stopped
 
     @property
     def output(self) -> list[str]:
@@ -81,7 +97,9 @@ class Target:
         """SIGTERM (if still running), wait up to ``timeout``; returns the exit code (negative: the
         signal), None if it had to be killed. Always leaves no process of the group behind."""
         code = self.server.terminate(timeout)
-        self._output = self.server.stderr_text().splitlines()[-KEEP_LINES:]
+        text = self.server.stderr_text()
+        self._output = text.splitlines()[-KEEP_LINES:]
+        self.handoffs = handoff_counts(text)
         self.server.close()  # SIGKILL to the group: whatever it forked goes too
         return code
 
