@@ -280,3 +280,19 @@ def test_a_worker_past_the_timeout_whose_loop_answers_again_hands_its_connection
     assert f"worker {slow}: event loop answers again" in err
     assert handed_off(err, slow) == (2, 0)
     assert f"died with signal SIGKILL" not in err
+
+
+def test_a_service_with_per_connection_state_is_closed_after_its_reply_not_handed_off():
+    """examples/notes.py keeps each client's notes in ``conn.state``: a fresh session in another
+    worker would silently forget them, so such a connection is closed as before."""
+    with hybrid("--workers", "1", "--service", "examples.notes:Notes", cwd=ROOT) as srv:
+        with socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+            sock.sendall(b"SET a 1\n")
+            assert readline(sock) == b"OK\n"
+            (old,) = workers_of(srv)
+            os.kill(srv.pid, signal.SIGHUP)
+            assert readline(sock) == b""  # closed between requests, nothing in flight
+            wait_for(lambda: old not in workers_of(srv), 20, "the old worker gone")
+        assert srv.stop(30) == 0
+        err = srv.stderr_text()
+    assert handed_off(err, old) == (0, 1)

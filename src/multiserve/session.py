@@ -274,6 +274,14 @@ class Session:
         """What to send before closing for a server-side reason ("idle timeout", ...), or None."""
         return self.protocol.error_reply(reason)
 
+    def movable(self) -> bool:
+        """True if the connection may go on in another process with a fresh session (the hybrid
+        engine's hand-off): the service keeps nothing per connection, i.e. it has no ``setup`` or
+        ``finish`` of its own and left ``conn.state`` unused. Otherwise moving it would silently
+        drop that state: it is closed instead."""
+        service = self.service
+        return self.conn._state is None and not overrides(service, "setup") and not overrides(service, "finish")
+
     def can_answer_inline(self, requests) -> bool:
         """True if every one of ``requests`` may be answered right where the bytes arrived (an
         event loop's callback): the service is cheap and none of them is CPU-bound."""

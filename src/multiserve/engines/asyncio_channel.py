@@ -305,6 +305,9 @@ class Channel(asyncio.Protocol):
             return
         if self.session.status() != SETTLED:
             return  # a request half read: data_received calls again once it is complete
+        if not self.session.movable():  # its service keeps per-connection state: close as before
+            self.give_up_hand_off()
+            return
         if not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
