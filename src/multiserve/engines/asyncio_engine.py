@@ -38,10 +38,11 @@ class LoopServer:
     Hooks (the hybrid engine's; each optional): ``admission(open_here) -> bool`` replaces the
     per-process ``--max-conns`` test; ``on_request(n)`` is told of every n replies;
     ``on_last_accept()`` runs right after the final accept on stop; ``cpu_pool`` takes CPU-bound
-    calls; ``tls`` (an ``ssl.SSLContext``) serves TLS; ``handoff`` (a
-    :class:`~.handoff.Courier`, or a callable returning one or None when the drain starts) takes
-    each connection once idle on a stop instead of closing it (never with TLS: the TLS state is
-    in this process), and ``adopt(sock)`` takes in one another worker handed off. Accepting is ours, not ``loop.create_server``'s, for two reasons: past ``--max-conns``
+    calls; ``tls`` (an ``ssl.SSLContext``) serves TLS; ``handoff()``, called when a drain
+    starts, returns a :class:`~.handoff.Courier` that takes each connection once idle instead of
+    closing it, or None (never called with TLS: the TLS state is in this process); ``adopt(sock)``
+    takes in a connection another worker handed off. Accepting is ours, not
+    ``loop.create_server``'s, for two reasons: past ``--max-conns``
     we stop reading the listener (clients wait in the backlog), and on stop we accept what the
     kernel already queued in the backlog before closing it, so no connection the kernel accepted
     is reset. The caller owns ``listener``.
@@ -198,7 +199,7 @@ class LoopServer:
         if self.on_last_accept is not None:
             self.on_last_accept()
         if self.handoff is not None and self.tls is None:
-            self.courier = self.handoff() if callable(self.handoff) else self.handoff
+            self.courier = self.handoff()
         for _ in range(3):  # let requests already read by the loop reach their channel
             await asyncio.sleep(0)
         for channel in list(self.channels):
