@@ -72,6 +72,7 @@ BALANCE_SLACK = 2
 # (the C10K check) are then taken in long runs, not three at a time between two pauses.
 BALANCE_SHIFT = 4
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+UNIX_PATH_MAX = 108  # sizeof(sun_path), linux/un.h
 
 
 class HybridEngine(Engine):
@@ -82,6 +83,9 @@ class HybridEngine(Engine):
         reserved = None
         # the workers' hand-off inboxes: private to our user (mkdtemp makes it 0700)
         inboxes = tempfile.mkdtemp(prefix="multiserve-handoff-")
+        if len(inbox_path(inboxes, 9999)) >= UNIX_PATH_MAX:  # a long $TMPDIR: /tmp then
+            os.rmdir(inboxes)
+            inboxes = tempfile.mkdtemp(prefix="multiserve-handoff-", dir="/tmp")
         if config.reuse_port:
             host, port = address_of(listener)
             reserved = reserve_port(host, port)
@@ -135,7 +139,7 @@ class HybridWorker:
             listener = self.listener
             if listener is None:
                 listener = bind_listener(self.address[0], self.address[1], config.backlog, reuse_port=True)
-            inbox = Inbox(inbox_path(self.inboxes, context.index), None) if self.inboxes else None
+            inbox = self._inbox(context.index)
             self.sessions.open_service()
         except Exception as exc:
             log.error("worker %d cannot start: %s: %s", os.getpid(), type(exc).__name__, exc)
@@ -161,6 +165,18 @@ class HybridWorker:
             context.slot.publish(stats)
         log.info("worker %d stopped: %s", os.getpid(), stats.summary())
         return 0
+
+    def _inbox(self, index: int):
+        """This worker's hand-off inbox, or None: a socket path the kernel refuses (too long a
+        $TMPDIR: 108 bytes at most) costs the hand-off (connections close on retirement, as
+        before), never the worker."""
+        if not self.inboxes:
+            return None
+        try:
+            return Inbox(inbox_path(self.inboxes, index), None)
+        except OSError as exc:
+            log.warning("worker %d: no connection hand-off: %s", os.getpid(), exc)
+            return None
 
     def _cpu_pool(self):
         """The worker's process pool for CPU-bound calls, started now, or None if not needed.
