@@ -241,16 +241,21 @@ class HybridWorker:
 
         beat()
         stats = await server.serve(loop_stop_event(loop, stop), ready=ready)
-        moved = couriers[0].moved if couriers else 0
-        slot.handed_off, slot.adopted, slot.closed_on_stop = moved, inbox.adopted if inbox else 0, server.closed_on_stop
-        if couriers:
-            courier = couriers[0]
-            log.info("worker %d handed off %d connections (%s), closed %d (%d with no worker left to take "
-                     "them)", os.getpid(), moved, courier.where(), server.closed_on_stop + courier.lost, courier.lost)
-        elif server.closed_on_stop:
-            log.info("worker %d closed %d connections on stop%s", os.getpid(), server.closed_on_stop,
-                     " (TLS: they cannot be handed off)" if slot.handoff else "")
+        _report_drain(slot, server, couriers[0] if couriers else None, inbox)
         return stats
+
+
+def _report_drain(slot, server, courier, inbox) -> None:
+    """The retirement's one log line, and its counts in the slot (the supervisor's exit line and
+    a metrics exporter read them there)."""
+    moved = courier.moved if courier is not None else 0
+    slot.handed_off, slot.adopted, slot.closed_on_stop = moved, inbox.adopted if inbox else 0, server.closed_on_stop
+    if courier is not None:
+        log.info("worker %d handed off %d connections (%s), closed %d (%d with no worker left to take them)",
+                 os.getpid(), moved, courier.where(), server.closed_on_stop + courier.lost, courier.lost)
+    elif server.closed_on_stop:
+        log.info("worker %d closed %d connections on stop%s", os.getpid(), server.closed_on_stop,
+                 " (TLS: they cannot be handed off)" if slot.handoff else "")
 
 
 class RequestBudget:
