@@ -105,6 +105,7 @@ class Conversations:
 EVENTS = {
     # name: (server arguments, what to do, how to know it is over)
     "hup": (["--workers", "2"], lambda srv: os.kill(srv.pid, signal.SIGHUP)),
+    "hup-reuse-port": (["--workers", "2", "--reuse-port"], lambda srv: os.kill(srv.pid, signal.SIGHUP)),
     "ttou": (["--workers", "2"], lambda srv: os.kill(srv.pid, signal.SIGTTOU)),
     "recycle": (["--workers", "1", "--max-requests", "1000"], lambda srv: None),
 }
