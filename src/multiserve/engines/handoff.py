@@ -2,13 +2,14 @@
 sockets to a live worker (SCM_RIGHTS over a unix socket), so the client's TCP connection never
 closes across a reload, a scale-down or a ``--max-requests`` recycle.
 
-Who talks to whom: the supervisor *brokers*, it does not relay. The hybrid engine makes one
-private directory (mode 0700: only our user can connect) and each worker listens on
-``<directory>/<slot index>.sock`` (:class:`Inbox`); the shared slot table already says which
-workers accept and which are draining, so a retiring worker picks its targets there and connects
-to them directly (:class:`Courier`). The supervisor never holds a client's descriptor: a relay
-would add a hop, a copy of every descriptor in the one process that must never block or die,
-and a second place where a connection can be lost.
+Who talks to whom: the supervisor *brokers*, it does not relay. It names the sockets: each
+worker listens on the abstract unix socket ``\\0multiserve-handoff-<random token>-<slot index>``
+(:class:`Inbox`; abstract, so nothing is left on disk when a supervisor is killed, and a
+connection from another user is refused by its peer credentials); the shared slot table
+already says which workers accept and which are draining, so a retiring worker picks its
+targets there and connects to them directly (:class:`Courier`). The supervisor never holds a
+client's descriptor: a relay would add a hop, a copy of every descriptor in the one process
+that must never block or die, and a second place where a connection can be lost.
 
 The wire: SOCK_SEQPACKET, one message per connection: an 8-byte sequence number with the
 descriptor as SCM_RIGHTS; the receiver answers each message with its sequence number once it
@@ -24,6 +25,7 @@ import asyncio
 import collections
 import logging
 import os
+import secrets
 import socket
 import struct
 import time
@@ -36,9 +38,24 @@ MESSAGE = struct.Struct("!Q")  # a sequence number; the descriptor travels besid
 INBOX_BACKLOG = 64
 
 
-def inbox_path(directory: str, index: int) -> str:
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def new_namespace() -> str:
+    """The supervisor's prefix for its workers' inbox names: random, so two servers never meet."""
+    return f"\0multiserve-handoff-{secrets.token_hex(8)}-"
+
+
+def inbox_path(namespace: str, index: int) -> str:
     """Where the worker in slot ``index`` receives connections (the supervisor names it)."""
-    return os.path.join(directory, f"{index}.sock")
+    return f"{namespace}{index}"
+
+
+def same_user(link: socket.socket) -> bool:
+    """An abstract socket has no file permissions: only a peer of our own user may hand us
+    connections (the kernel's SO_PEERCRED)."""
+    _, uid, _ = _CREDENTIALS.unpack(link.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))
+    return uid == os.getuid()
 
 
 class Inbox:
@@ -50,10 +67,6 @@ class Inbox:
         self.adopt = adopt
         self.adopted = 0
         self.links: set[socket.socket] = set()
-        try:
-            os.unlink(path)  # a previous worker of this slot left it (it was killed)
-        except FileNotFoundError:
-            pass
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.listener.bind(path)
         self.listener.listen(INBOX_BACKLOG)
@@ -70,6 +83,10 @@ class Inbox:
                 link, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            if not same_user(link):
+                log.warning("hand-off inbox: refused a connection from another user")
+                link.close()
+                continue
             link.setblocking(False)
             self.links.add(link)
             self.loop.add_reader(link.fileno(), self._read, link)
@@ -107,11 +124,7 @@ class Inbox:
             self.loop.remove_reader(self.listener.fileno())
             for link in list(self.links):
                 self._drop(link)
-        self.listener.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.listener.close()  # abstract: the name is free again, nothing to unlink
 
 
 class Link:
@@ -131,9 +144,9 @@ class Courier:
     worker. ``targets()`` is empty when no other worker accepts: the caller then closes the
     connection as before."""
 
-    def __init__(self, loop, directory: str, context):
+    def __init__(self, loop, namespace: str, context):
         self.loop = loop
-        self.directory = directory
+        self.namespace = namespace
         self.context = context
         self.links: dict[int, Link] = {}
         self.sent_to: collections.Counter = collections.Counter()
@@ -179,7 +192,7 @@ class Courier:
     def _connect(self, index: int) -> Link | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            sock.connect(inbox_path(self.directory, index))  # a unix connect does not wait
+            sock.connect(inbox_path(self.namespace, index))  # a unix connect does not wait
         except OSError as exc:
             log.info("hand-off to worker slot %d: %s", index, exc)
             sock.close()

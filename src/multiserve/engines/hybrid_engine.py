@@ -38,10 +38,8 @@ import logging
 import multiprocessing
 import os
 import random
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -51,7 +49,7 @@ from ..stop import Stop, stop_on_signals
 from ..supervisor import BOOT_ERROR, Arbiter
 from .asyncio_engine import LoopServer, loop_stop_event
 from .base import Engine, ServeStats
-from .handoff import Courier, Inbox, inbox_path
+from .handoff import Courier, Inbox, inbox_path, new_namespace
 from .loops import loop_name, new_event_loop
 
 log = logging.getLogger(__name__)
@@ -72,7 +70,6 @@ BALANCE_SLACK = 2
 # (the C10K check) are then taken in long runs, not three at a time between two pauses.
 BALANCE_SHIFT = 4
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-UNIX_PATH_MAX = 108  # sizeof(sun_path), linux/un.h
 
 
 class HybridEngine(Engine):
@@ -81,11 +78,7 @@ class HybridEngine(Engine):
     def serve(self, listener, sessions, *, ready, stop):
         config = self.config
         reserved = None
-        # the workers' hand-off inboxes: private to our user (mkdtemp makes it 0700)
-        inboxes = tempfile.mkdtemp(prefix="multiserve-handoff-")
-        if len(inbox_path(inboxes, 9999)) >= UNIX_PATH_MAX:  # a long $TMPDIR: /tmp then
-            os.rmdir(inboxes)
-            inboxes = tempfile.mkdtemp(prefix="multiserve-handoff-", dir="/tmp")
+        inboxes = new_namespace()  # the names of the workers' hand-off inboxes
         if config.reuse_port:
             host, port = address_of(listener)
             reserved = reserve_port(host, port)
@@ -103,7 +96,6 @@ class HybridEngine(Engine):
         finally:
             if reserved is not None:
                 reserved.close()
-            shutil.rmtree(inboxes, ignore_errors=True)
         return ServeStats(*arbiter.totals)
 
 
@@ -123,7 +115,7 @@ class HybridWorker:
 
     def __init__(self, config, sessions, listener, address, reserved, tls=None, inboxes=None):
         self.config = config
-        self.inboxes = inboxes  # the directory of the workers' hand-off sockets
+        self.inboxes = inboxes  # the prefix of the workers' hand-off socket names
         self.tls = tls  # the supervisor's ssl.SSLContext, inherited by the fork
         self.sessions = sessions
         self.listener = listener  # shared; None with --reuse-port
@@ -167,9 +159,8 @@ class HybridWorker:
         return 0
 
     def _inbox(self, index: int):
-        """This worker's hand-off inbox, or None: a socket path the kernel refuses (too long a
-        $TMPDIR: 108 bytes at most) costs the hand-off (connections close on retirement, as
-        before), never the worker."""
+        """This worker's hand-off inbox, or None: an inbox the kernel refuses costs the hand-off
+        (connections close on retirement, as before), never the worker."""
         if not self.inboxes:
             return None
         try:
