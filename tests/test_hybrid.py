@@ -422,5 +422,8 @@ def test_max_requests_hands_persistent_connections_to_the_successor_and_the_work
         assert srv.stop(30) == 0
         err = srv.stderr_text()
     assert re.search(r"worker %d served \d+ requests \(--max-requests\): asking to be replaced" % first, err)
-    assert re.search(r"worker %d handed off 8 connections \(.*\), closed 0" % first, err), err[-3000:]
+    # every connection it held (a client that first connected after the budget was spent waited
+    # in the backlog for the successor instead), none closed
+    moved = re.search(r"worker %d handed off (\d+) connections \(.*\), closed 0 " % first, err)
+    assert moved and 1 <= int(moved.group(1)) <= 8, err[-3000:]
     assert clients.reconnects == 0
