@@ -22,7 +22,7 @@ import logging
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .meter import BOUNDS_SECONDS, BUCKETS, CONNECTIONS, DURATION_NS, ERROR_KINDS, KIND_INDEX, REQUESTS, WIDTH
+from .meter import BOUNDS_SECONDS, BUCKETS, CONNECTIONS, DURATION_NS, ERROR_KINDS, KIND_INDEX, WIDTH, requests
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,17 @@ class MeterCollector:
     def _scalars(prefix: str, rows, labels: list[str]):
         connections = CounterMetricFamily(prefix + "connections_total", "Connections accepted.", labels=labels)
         opened = GaugeMetricFamily(prefix + "connections_open", "Connections open now.", labels=labels)
-        requests = CounterMetricFamily(prefix + "requests_total", "Requests answered.", labels=labels)
+        answered = CounterMetricFamily(prefix + "requests_total", "Requests answered.", labels=labels)
         errors = CounterMetricFamily(prefix + "errors_total",
                                      "Connections that ended on an error, by kind; kind=service: "
                                      "requests whose handler raised.", labels=[*labels, "kind"])
         for values, counts, open_now in rows:
             connections.add_metric(values, counts[CONNECTIONS])
             opened.add_metric(values, open_now)
-            requests.add_metric(values, counts[REQUESTS])
+            answered.add_metric(values, requests(counts))
             for kind in ERROR_KINDS:
                 errors.add_metric([*values, kind], counts[KIND_INDEX[kind]])
-        return connections, opened, requests, errors
+        return connections, opened, answered, errors
 
     @staticmethod
     def _histogram(counts) -> HistogramMetricFamily:
