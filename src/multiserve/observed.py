@@ -149,7 +149,7 @@ class ObservedSession(Session):
         Session._log_service_error(self, where, exc)
 
     # -- the end ----------------------------------------------------------------------------
-    def finish(self) -> None:
+    def finish(self, closed_by: str | None = None) -> None:
         if self._finished:
             return
         Session.finish(self)
@@ -158,6 +158,8 @@ class ObservedSession(Session):
         if self._put is not None and not self._per_request:
             if self._reason is not None:
                 reason = self._reason
+            elif closed_by is not None:
+                reason = closed_by
             elif self._eof:
                 reason = "client closed"
             elif not self.protocol.keep_alive:

@@ -247,8 +247,11 @@ class Session:
         self._started = True
         return None
 
-    def finish(self) -> None:
-        """The connection ended: the service's ``finish`` once (only after a successful setup)."""
+    def finish(self, closed_by: str | None = None) -> None:
+        """The connection ended: the service's ``finish`` once (only after a successful setup).
+        ``closed_by``: why, when the engine knows it and the session cannot (a TLS transport that
+        reports the client's close without an end of input: "client closed"); the access log
+        says it."""
         if self._finished:
             return
         self._finished = True
