@@ -50,6 +50,9 @@ class Observer:
 
 
 class ObservedSession(Session):
+    """A session that counts and/or logs (see the module docstring); the engine's contract is
+    the session's, unchanged."""
+
     __slots__ = ("meter", "tally", "_put", "_per_request", "_opened", "_bytes_in", "_bytes_out", "_eof",
                  "_reason", "_response")
 
@@ -85,11 +88,6 @@ class ObservedSession(Session):
         reply = Session.answer(self, request)
         self._answered(request, reply, _now() - started)
         return reply
-
-    def answer_all(self, requests):
-        if len(requests) == 1:  # Session.answer_all calls self.answer for each otherwise
-            return self.answer(requests[0])
-        return Session.answer_all(self, requests)
 
     async def answer_async(self, request, pools):
         if type(request) is Interim:
