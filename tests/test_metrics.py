@@ -43,14 +43,19 @@ def scrape(srv) -> dict:
     return samples
 
 
-def scrape_until_open(srv, open_connections: int) -> dict:
-    """Scrape until the server has seen the clients we closed go (its close is asynchronous)."""
+def scrape_until(srv, done) -> dict:
+    """Scrape until ``done(samples)``, or 15 s: the server's closes are asynchronous to the client."""
     deadline = time.monotonic() + 15
     while True:
         samples = scrape(srv)
-        if samples[("multiserve_connections_open", ())] == open_connections or time.monotonic() > deadline:
+        if done(samples) or time.monotonic() > deadline:
             return samples
         time.sleep(0.05)
+
+
+def scrape_until_open(srv, open_connections: int) -> dict:
+    """... until the server has seen the clients we closed go."""
+    return scrape_until(srv, lambda samples: samples[("multiserve_connections_open", ())] == open_connections)
 
 
 def line_load(srv, tls=None) -> list:
@@ -163,7 +168,10 @@ def test_a_failed_handshake_counts_as_a_tls_error(engine_name, tmp_path):
             sock.sendall(b"plain text\n")
             with contextlib.suppress(ConnectionResetError):
                 sock.recv(100)  # the server closes (a reset: it did not read what we sent)
-        samples = scrape_until_open(srv, 0)
+        # the client may see the close before the server has counted it: wait for the session's
+        # end (its error is counted before it)
+        samples = scrape_until(srv, lambda samples: samples[("multiserve_connections_total", ())] == 1
+                               and samples[("multiserve_connections_open", ())] == 0)
         assert samples[("multiserve_errors_total", (("kind", "tls"),))] == 1
         assert samples[("multiserve_requests_total", ())] == 0
 
