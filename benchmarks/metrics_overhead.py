@@ -8,6 +8,10 @@ scraped once a second during the load, as Prometheus would be (its cost is in th
 
     flock /tmp/multiserve-bench.lock .venv/bin/python benchmarks/metrics_overhead.py \\
         --engines asyncio,threadpool --rounds 5 --duration 3 --connections 16
+
+``--rate R``: an open-loop load of R requests/s instead of as many as the server takes, so every
+variant serves the same load shape (at saturation, CPU per request also moves with how many
+requests each wake-up finds); the server CPU per request is then the figure to compare.
 """
 from __future__ import annotations
 
@@ -59,9 +63,10 @@ def one(engine: str, variant: str, args) -> dict:
         cpu0 = tree_cpu(proc)
         if scraper:
             scraper.start()
+        rate = ["--rate", str(args.rate)] if args.rate else []
         bench = subprocess.run([sys.executable, "-m", "multiserve", "bench", f"{srv.host}:{srv.port}", "-c",
                                 str(args.connections), "-d", str(args.duration), "--warmup", "1", "--json", "-",
-                                "--quiet"], capture_output=True, text=True, timeout=120)
+                                "--quiet", *rate], capture_output=True, text=True, timeout=120)
         done.set()
         cpu1 = tree_cpu(proc)
         assert srv.terminate(30) == 0, srv.stderr_text()[-2000:]
@@ -78,6 +83,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--rate", type=int, default=0, help="open loop: total requests/s (0: closed loop, saturating)")
     p.add_argument("--json", help="write every run here")
     args = p.parse_args()
     runs = []
