@@ -5,11 +5,12 @@ from ``data_received`` to ``transport.write``: the part that differs between ser
 loop (the syscalls under it are the same: one read, one write per request). Instruction counts
 do not depend on what else the machine runs, unlike seconds on a shared 2-core machine.
 
-    python benchmarks/hot_path.py WHICH N        # WHICH: peer | engine; N requests
-    bash benchmarks/hot_path.sh                  # callgrind: instructions per request, both
+    python benchmarks/hot_path.py WHICH N        # WHICH: peer | engine | engine-metrics
+    bash benchmarks/hot_path.sh                  # callgrind: instructions per request (WHICH="..." to choose)
 
 ``peer`` is the uvloop-protocol baseline's ``data_received`` (multiserve.compare.baselines);
-``engine`` the asyncio engine's (hybrid's workers run the same).
+``engine`` the asyncio engine's (hybrid's workers run the same); ``engine-metrics`` the same with
+``--metrics-port``'s counting on (the session the server then makes; no scrape).
 """
 import asyncio
 import socket
@@ -52,7 +53,14 @@ async def make(which, transport):
         from multiserve.session import SessionFactory
 
         config = ServerConfig(port=0)
-        server = LoopServer(socket.socket(), SessionFactory(Upper(), protocol_factory("line", config)), config)
+        observer = None
+        if which == "engine-metrics":
+            from multiserve.meter import LocalMeter
+            from multiserve.observed import Observer
+
+            observer = Observer(LocalMeter())
+        sessions = SessionFactory(Upper(), protocol_factory("line", config), observer)
+        server = LoopServer(socket.socket(), sessions, config)
         protocol = Channel(server)
     protocol.connection_made(transport)
     return protocol

@@ -192,6 +192,14 @@ SETTINGS: tuple[Setting, ...] = (
     # net.core.somaxconn anyway. socketserver's 5 is what made its servers look slow (issue 10).
     Setting("backlog", "--backlog", 1024, positive_int, "listen backlog"),
     Setting("log_level", "--log-level", "info", one_of("debug", "info", "warning", "error"), "log level"),
+    # operating (issue 15): off by default, and then free (the plain session runs)
+    Setting("metrics_port", "--metrics-port", None, optional(port_number),
+            "serve Prometheus metrics on this port at /metrics (0 picks a free one; the ready line names it)",
+            shown_default="off"),
+    Setting("metrics_host", "--metrics-host", "127.0.0.1", text, "address the metrics port binds"),
+    Setting("access_log", "--access-log", None, optional(text),
+            "write an access log to FILE, or - for standard output: a line per HTTP request, "
+            "or per line-protocol connection", shown_default="off"),
     Setting("uvloop", "--no-uvloop", True, flag, "use the stdlib asyncio loop even if uvloop is installed",
             action="store_false"),
     Setting("store", "--store", None, optional(text), "ticket store URL (tickets service): sqlite:PATH, "

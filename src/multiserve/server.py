@@ -22,6 +22,41 @@ from .tls import server_context
 log = logging.getLogger(__name__)
 # Engines whose workers open and close the service themselves, after their fork.
 OPENS_IN_WORKERS = {"hybrid"}
+# Where an engine serves its sessions, for the metrics (multiserve.meter.METERS); others: "threads".
+SERVES_IN = {"hybrid": "workers", "process": "connection processes"}
+# Engines that monkey-patch the process when they start serving: the metrics server starts once
+# they accept (in ready()), so that its thread and sockets are the patched, cooperative ones.
+PATCHES_AT_SERVE = {"gevent"}
+
+
+def make_observer(config):
+    """None, or the Observer of ``--metrics-port``/``--access-log``."""
+    if config.metrics_port is None and config.access_log is None:
+        return None
+    from .access_log import AccessLog
+    from .meter import make_meter
+    from .observed import Observer
+
+    serves_in = SERVES_IN.get(config.engine, "threads")
+    meter = make_meter(serves_in, config.workers) if config.metrics_port is not None else None
+    access_log = None
+    if config.access_log is not None:
+        access_log = AccessLog(config.access_log, sync=serves_in == "connection processes")
+        access_log.check()  # here, before serving: workers open it after their fork
+    return Observer(meter, access_log)
+
+
+def start_metrics(config, observer):
+    """The metrics server (multiserve.metrics), or None without --metrics-port."""
+    if config.metrics_port is None:
+        return None
+    from .metrics import MetricsServer
+
+    try:
+        return MetricsServer(observer.meter, config.metrics_host, config.metrics_port)
+    except OSError as exc:
+        raise OSError(exc.errno, f"--metrics-port: cannot bind {config.metrics_host}:{config.metrics_port}: "
+                                 f"{exc.strerror}") from None
 
 
 def configure_logging(level: str) -> None:
@@ -67,7 +102,8 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
         service = config.service
     if isinstance(service, str):
         service = load_service(service, {"store": config.store})
-    sessions = SessionFactory(service, protocol_factory(config.protocol, config))
+    observer = make_observer(config)
+    sessions = SessionFactory(service, protocol_factory(config.protocol, config), observer)
     # before binding: a certificate that cannot be used is one error line, and nothing listens
     engine_obj = engine_class(config.engine)(config, tls=server_context(config))
     bound = open_listener(config)
@@ -76,9 +112,15 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
         bound.close()
         raise ValueError(f"--reuse-port: each worker binds its own HOST:PORT socket; it cannot share {address}")
 
+    metrics = [None]
+    patches = config.engine in PATCHES_AT_SERVE
+
     def ready():
+        if patches:
+            metrics[0] = start_metrics(config, observer)
         if on_ready is None:
-            print(ready_line(str(address), None, config.engine) + (" tls" if engine_obj.tls else ""), flush=True)
+            print(ready_line(str(address), None, config.engine) + (" tls" if engine_obj.tls else "")
+                  + (f" metrics={metrics[0].describe()}" if metrics[0] is not None else ""), flush=True)
         elif address.kind == "tcp":
             on_ready(address.host, address.port)
         else:
@@ -88,6 +130,8 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
     stop = stop or Stop()
     in_workers = config.engine in OPENS_IN_WORKERS
     try:
+        if not patches:
+            metrics[0] = start_metrics(config, observer)
         if not in_workers:
             sessions.open_service()
         try:
@@ -99,6 +143,8 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
                 sessions.close_service()
     finally:
         bound.close()  # and a unix socket file is removed
+        if metrics[0] is not None:
+            metrics[0].close()
         if own_stop:
             stop.close()
     log.info("stopped: %s", stats.summary())

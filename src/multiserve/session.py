@@ -145,32 +145,43 @@ class SessionFactory:
 
     ``make_session(peer)`` is all an engine calls per connection. ``open_service()`` and
     ``close_service()`` run the service's ``open``/``close`` once per serving process (the
-    hybrid engine calls them in each worker, after the fork).
+    hybrid engine calls them in each worker, after the fork). ``observer``: None, or a
+    :class:`~multiserve.observed.Observer` (metrics, access log) whose sessions are made instead
+    and which is opened and closed with the service.
     """
 
-    def __init__(self, service, make_protocol):
+    def __init__(self, service, make_protocol, observer=None):
         self.service = service
         self.plan = CallPlan(service)
         self.make_protocol = make_protocol
+        self.observer = observer
         # How a coroutine service runs where no event loop serves (thread, process, gevent):
         # an engine may offer another way (gevent: OS threads, since asyncio's "running loop"
         # is per OS thread and greenlets share one).
         self.run_coroutine = run_coroutine_here
 
     def make_session(self, peer=None) -> "Session":
+        if self.observer is not None:
+            return self.observer.make_session(self.service, self.make_protocol(), peer, self.plan, self.run_coroutine)
         return Session(self.service, self.make_protocol(), peer, self.plan, self.run_coroutine)
 
     __call__ = make_session
 
     def open_service(self) -> None:
+        if self.observer is not None:
+            self.observer.open()
         opened = getattr(self.service, "open", None)
         if opened is not None:
             opened()
 
     def close_service(self) -> None:
-        closer = getattr(self.service, "close", None)
-        if closer is not None:
-            closer()
+        try:
+            closer = getattr(self.service, "close", None)
+            if closer is not None:
+                closer()
+        finally:
+            if self.observer is not None:
+                self.observer.close()
 
     async def open_service_async(self) -> None:
         """On an event-loop engine, on the loop that serves, before it accepts: the service's
@@ -236,8 +247,11 @@ class Session:
         self._started = True
         return None
 
-    def finish(self) -> None:
-        """The connection ended: the service's ``finish`` once (only after a successful setup)."""
+    def finish(self, closed_by: str | None = None) -> None:
+        """The connection ended: the service's ``finish`` once (only after a successful setup).
+        ``closed_by``: why, when the engine knows it and the session cannot (a TLS transport that
+        reports the client's close without an end of input: "client closed"); the access log
+        says it."""
         if self._finished:
             return
         self._finished = True

@@ -95,7 +95,9 @@ class Channel(asyncio.Protocol):
             return
         if exc is not None and not session.errored:
             session.log_error(describe_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}")
-        session.finish()
+        # not closing by our choice and no error: the client closed (a TLS transport may say so
+        # only here, without eof_received)
+        session.finish(None if self.closing or exc is not None else "client closed")
         server.stats.add_session(session)
         server.connection_closed(self)
 

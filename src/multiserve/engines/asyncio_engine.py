@@ -19,7 +19,7 @@ import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
-from ..session import Pools, describe_peer
+from ..session import Pools
 from ..tls import handshake_failed
 from . import timeouts as deadlines
 from .acceptor import ACCEPT_BACKOFF_SECONDS, AcceptErrorLog, accept_some
@@ -114,10 +114,11 @@ class LoopServer:
         except (OSError, asyncio.TimeoutError) as exc:
             if self.tls is None:
                 log.info("connection setup failed: %s", exc)
-            else:  # counted as a connection that ended on an error, as the other engines count it
-                log.info("connection %s: %s", describe_peer(peer),
-                         handshake_failed(exc, self.config.request_timeout).strerror)
-                self.stats.add(connections=1, errors=1)
+            else:  # a connection that ended on an error, logged and counted by its session as elsewhere
+                session = self.sessions.make_session(peer)
+                session.log_error(handshake_failed(exc, self.config.request_timeout).strerror)
+                session.finish()
+                self.stats.add_session(session)
             sock.close()
         finally:
             self.pending -= 1

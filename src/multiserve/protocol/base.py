@@ -27,6 +27,10 @@ The life of one connection, as the session drives it::
     protocol.error_reply(reason)             # what to send before closing for a server-side
                                              # reason ("service error", "idle timeout",
                                              # "request timeout"), or None to close silently
+
+For ``--access-log`` only (never on the hot path): ``access_log`` says whether the protocol's
+lines are per connection (the session counts them) or per request, and then
+``access_entry(request, response)`` gives one request's fields.
 """
 from __future__ import annotations
 
@@ -66,6 +70,8 @@ class Protocol:
     settled = False  # a protocol that does not keep it makes every engine call status()
     #: True when ``send`` returns a ``bytes`` response unchanged: the session then skips the call.
     passes_bytes = False
+    #: ``--access-log``: a line per "connection", or per "request" (see ``access_entry``).
+    access_log = "connection"
 
     def receive_data(self, data: bytes) -> list:
         raise NotImplementedError
@@ -98,4 +104,11 @@ class Protocol:
         raise NotImplementedError
 
     def error_reply(self, reason: str) -> bytes | None:
+        raise NotImplementedError
+
+    def access_entry(self, request, response) -> tuple:
+        """A per-request protocol's access-log fields for ``request`` answered by ``response``
+        (None: the "service error" reply; ``request`` None too: the refusal in ``error``):
+        ``(method, target, version, status, body length or None)``, method None when there was
+        no request line. Called after ``send``/``error_reply`` for that request."""
         raise NotImplementedError

@@ -62,6 +62,7 @@ REASONS = {
     417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
     501: "Not Implemented", 505: "HTTP Version Not Supported",
 }
+SERVICE_ERROR = "internal server error"  # the 500's text
 CONTINUE = Interim(b"HTTP/1.1 100 Continue\r\n\r\n")
 NO_BODY_STATUS = frozenset({204, 304})
 # response headers the server owns (framing and connection management, RFC 9110 7.6.1)
@@ -187,6 +188,7 @@ class HTTPProtocol(Protocol):
     """:class:`~.base.Protocol` for HTTP/1.x. One per connection; see the module docstring."""
 
     name = "http"
+    access_log = "request"
     __slots__ = ("max_header", "max_body", "date", "_parser", "_out", "_error", "_stopped",
                  "_closing", "_owed", "_answered", "_in_head", "_head_bytes", "_url", "_headers",
                  "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes")
@@ -351,11 +353,30 @@ class HTTPProtocol(Protocol):
                 return b""  # an earlier response ended the connection: nothing more may be written
             if not keep:
                 self._closing = self._stopped = self._cut = True
-            return simple_response(500, "internal server error", self.date(), close=not keep, head=head_only)
+            return simple_response(500, SERVICE_ERROR, self.date(), close=not keep, head=head_only)
         if reason == "request timeout" and self._answered == 0 and not self._owed:
             self._closing = self._stopped = True
             return simple_response(408, "request timeout", self.date(), close=True)
         return None
+
+    def access_entry(self, request, response) -> tuple:
+        """See :meth:`.base.Protocol.access_entry` (``--access-log`` only, off the hot path)."""
+        if request is None:  # the refusal: its status and body are in the reply we wrote
+            reply = self._error.reply if self._error is not None else b""
+            return None, None, None, int(reply[9:12] or 0), len(reply) - reply.find(b"\r\n\r\n") - 4
+        if type(response) is not Response:  # the service error's 500
+            return request.method, request.target, request.version, 500, \
+                0 if request.method == "HEAD" else len(SERVICE_ERROR) + 1
+        body, length = response.body, None
+        for name, value in response.headers:
+            if name.lower() == b"content-length":
+                length = int(value)  # send() checked it
+        if request.method == "HEAD" or response.status in NO_BODY_STATUS or response.status < 200:
+            length = 0
+        elif type(body) in (bytes, list, tuple):
+            size = len(body) if type(body) is bytes else sum(map(len, body))
+            length = size if length is None else min(size, length)
+        return request.method, request.target, request.version, response.status, length
 
     # -- responses ------------------------------------------------------------------------------
     def _stream(self, head, body, length, chunked, close):
