@@ -112,3 +112,25 @@ def test_bad_http_compare_input_is_one_line(tmp_path, args, message):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_missing_peer_is_skipped_with_one_line(monkeypatch, caplog, tmp_path):
+    """Which peers are installed is the environment's: here granian is made unimportable (its
+    module spec hidden) and must be left out of the plan, with one line saying so."""
+    import importlib.util
+    import logging
+
+    from multiserve.cli import build_parser
+    from multiserve.compare.cli import options_from
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "granian" else real(name, *a))
+    args = build_parser("compare").parse_args(["compare", "--protocol", "http", "--out", str(tmp_path)])
+    with caplog.at_level(logging.INFO, logger="multiserve"):
+        options = options_from(args)
+    assert sorted(options.skip_peers) == ["granian-asgi", "granian-wsgi"]
+    lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert lines == [f"peer {p} skipped: granian is not installed (pip install 'multiserve[peers]')"
+                     for p in ("granian-wsgi", "granian-asgi")]
+    names = {c.engine for c in options.cells()}
+    assert not names & {"granian-wsgi", "granian-asgi"} and "uvicorn" in names
