@@ -106,7 +106,8 @@ def test_cli_with_an_http_server_of_your_own(tmp_path):
     (["--app", "examples.demo_app:app"], "--app serves HTTP: add --protocol http"),
     (["--protocol", "http", "--app", "examples.hello_wsgi:app", "--app", "examples.demo_app:app"], "at most one WSGI"),
     (["--protocol", "http", "--idle-connections", "10"], "not with --protocol http"),
-], ids=["workload", "app-without-http", "two-wsgi-apps", "idle"])
+    (["--protocol", "http", "--expect", "upper"], "--expect checks line replies"),
+], ids=["workload", "app-without-http", "two-wsgi-apps", "idle", "expect"])
 def test_bad_http_compare_input_is_one_line(tmp_path, args, message):
     r = subprocess.run([sys.executable, "-m", "multiserve", "compare", *args, "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)

@@ -123,6 +123,9 @@ def options_from(args) -> Options:
         apps = _apps(args.apps)
         if args.idle_connections:
             raise ValueError("--idle-connections holds line-protocol connections: not with --protocol http")
+        if args.expect != "auto":
+            raise ValueError("--expect checks line replies: with --protocol http every status is checked, "
+                             "and the demo app's bodies")
         if args.baselines:
             missing = peers.missing_peers()
             for name, package in missing.items():
