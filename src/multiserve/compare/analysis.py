@@ -10,7 +10,7 @@ from . import stats
 from .baselines import CLOSEST_BASELINE, FASTEST_BASELINE
 
 # Plain-language names of the built-in workloads, for verdicts.
-KINDS = {"upper": "cheap, non-blocking", "echo": "cheap, non-blocking", "sleep": "IO-bound",
+KINDS = {"upper": "cheap, non-blocking", "hello": "cheap, non-blocking", "echo": "cheap, non-blocking", "sleep": "IO-bound",
          "cpu": "CPU-bound", "tickets": "database-bound"}
 
 
@@ -22,18 +22,19 @@ def _index(cells):
     return {(c["service"], c["engine"], c["connections"]): c for c in cells}
 
 
-def add_ratios(cells: list[dict]) -> None:
-    """Give every engine cell ``vs_baseline`` (its req/s over its closest baseline's, same service
-    and connections; None if either failed or is missing), ``baseline_name`` and
-    ``vs_fastest`` (over uvloop-protocol's). Baseline cells get None."""
+def add_ratios(cells: list[dict], closest: dict = CLOSEST_BASELINE, fastest: str = FASTEST_BASELINE) -> None:
+    """Give every engine cell ``vs_baseline`` (its req/s over its ``closest`` baseline's, same
+    service and connections; None if either failed or is missing), ``baseline_name`` and
+    ``vs_fastest`` (over ``fastest``'s: uvloop-protocol for the line protocol). Baseline cells
+    get None."""
     index = _index(cells)
     for cell in cells:
         cell["baseline_name"] = cell["vs_baseline"] = cell["vs_fastest"] = None
         if cell["baseline"] or cell.get("kind", "engine") != "engine":
             continue  # baselines are the references; a --server has no closest baseline
-        name = CLOSEST_BASELINE.get(cell["engine"])
+        name = closest.get(cell["engine"])
         cell["baseline_name"] = name
-        for field, other in (("vs_baseline", name), ("vs_fastest", FASTEST_BASELINE)):
+        for field, other in (("vs_baseline", name), ("vs_fastest", fastest)):
             base = index.get((cell["service"], other, cell["connections"]))
             if ok(cell) and base is not None and ok(base) and base["rps"]:
                 cell[field] = cell["rps"] / base["rps"]

@@ -17,6 +17,7 @@ from ..config import positive_int, seconds
 from ..engines import ENGINES
 from ..services import load_service
 from . import analysis, report
+from . import peers
 from .baselines import BASELINES
 from .matrix import LoadSettings
 from .runner import Options, run_compare
@@ -60,11 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"({', '.join(ENGINES)}) or 'none' (only --servers and baselines)")
     parser.add_argument("--server", dest="servers", type=_server, action="append", default=[],
                         metavar="NAME=COMMAND",
-                        help="also measure your own server (repeatable): COMMAND serves the line protocol; "
+                        help="also measure your own server (repeatable): COMMAND serves the line protocol "
+                             "(--protocol http: HTTP, {app} becomes the app); "
                              "{port} in it becomes a free port (ready when the port accepts, or when it prints "
                              "multiserve's ready line), {service} the service spec, {backlog} the backlog")
-    parser.add_argument("--services", type=_name_list, default=_name_list(DEFAULT_SERVICES),
-                        help=f"service specs separated by commas (default {DEFAULT_SERVICES})")
+    parser.add_argument("--protocol", choices=("line", "http"), default="line",
+                        help="line (the services) or http (a web app under every engine beside gunicorn, "
+                             "uvicorn and granian: pip install 'multiserve[peers]')")
+    parser.add_argument("--app", dest="apps", action="append", default=[], metavar="MODULE:NAME",
+                        help="--protocol http: the app to serve (repeatable: a WSGI and an ASGI one; the "
+                             "interface is picked per app); default: the demo app examples/demo_app.py, "
+                             "WSGI and ASGI")
+    parser.add_argument("--services", type=_name_list, default=None,
+                        help=f"service specs separated by commas (default {DEFAULT_SERVICES}); with --protocol "
+                             f"http, workloads: hello, sleep:MS, cpu:MS, tickets (the demo app's /hello, "
+                             f"/sleep/MS, /cpu/MS, /tickets) or /PATHs (default {peers.DEFAULT_WORKLOADS})")
     parser.add_argument("--connections", type=_int_list, default=_int_list(DEFAULT_CONNECTIONS),
                         help=f"connection counts (default {DEFAULT_CONNECTIONS})")
     parser.add_argument("--duration", type=seconds, default=LoadSettings.duration, help="measured seconds per run")
@@ -96,21 +107,65 @@ def options_from(args) -> Options:
         raise ValueError(f"unknown engine(s) {', '.join(unknown) or '(none given)'}: use 'all', 'none' or some of "
                          f"{', '.join(ENGINES)}")
     names = [name for name, _ in args.servers]
-    taken = [n for n in names if n in ENGINES or n in BASELINES or names.count(n) > 1]
+    taken = [n for n in names if n in ENGINES or n in BASELINES or n in peers.PEERS or names.count(n) > 1]
     if taken:
         raise ValueError(f"--server name {taken[0]!r} is taken (an engine, a baseline or another --server): "
                          "give each server its own name")
     if not engines and not args.servers and not args.baselines:
         raise ValueError("nothing to measure: --engines none with no --server and --no-baselines")
-    for spec in args.services:
-        load_service(spec)  # raises ValueError with the reason
+    http = args.protocol == "http"
+    if args.services is None:
+        args.services = _name_list(peers.DEFAULT_WORKLOADS if http else DEFAULT_SERVICES)
+    apps, skip = [], []
+    if http:
+        for spec in args.services:
+            peers.workload_path(spec)  # raises ValueError with the reason
+        apps = _apps(args.apps)
+        if args.idle_connections:
+            raise ValueError("--idle-connections holds line-protocol connections: not with --protocol http")
+        if args.expect != "auto":
+            raise ValueError("--expect checks line replies: with --protocol http every status is checked, "
+                             "and the demo app's bodies")
+        if args.baselines:
+            missing = peers.missing_peers()
+            for name, package in missing.items():
+                log.info("peer %s skipped: %s is not installed (pip install 'multiserve[peers]')", name, package)
+            skip = list(missing)
+    else:
+        if args.apps:
+            raise ValueError("--app serves HTTP: add --protocol http")
+        for spec in args.services:
+            load_service(spec)  # raises ValueError with the reason
     if args.warmup < 0 or args.idle_connections < 0:
         raise ValueError("--warmup and --idle-connections must be >= 0")
     return Options(engines=engines, services=args.services, connections=args.connections,
                    load=LoadSettings(args.duration, args.warmup, args.load_processes, args.backlog, args.expect),
                    repeat=args.repeat, servers=list(args.servers),
                    baselines=args.baselines, idle_connections=args.idle_connections, out=args.out,
+                   protocol=args.protocol, apps=apps, skip_peers=skip,
                    command="multiserve compare " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["compare"] else []))
+
+
+def _apps(specs: list[str]) -> list[tuple[str, str]]:
+    """(spec, interface) per --app (default: the demo app, WSGI and ASGI); ValueError (one line)
+    for an app that cannot be loaded or two apps of the same interface."""
+    import os
+
+    from ..apps import is_coroutine_app, load_app
+
+    if not specs:
+        root = peers.project_root()
+        if root is None:
+            raise ValueError("the demo app examples/demo_app.py is not here: run from the project's directory "
+                             "or give --app MODULE:NAME")
+        return [(peers.DEMO_APPS[0], "wsgi"), (peers.DEMO_APPS[1], "asgi")]
+    if os.getcwd() not in sys.path:  # as the servers import it: from the current directory
+        sys.path.insert(0, os.getcwd())
+    apps = [(spec, "asgi" if is_coroutine_app(load_app(spec)) else "wsgi") for spec in specs]
+    interfaces = [interface for _, interface in apps]
+    if len(set(interfaces)) < len(interfaces):
+        raise ValueError("give at most one WSGI and one ASGI --app: cells are named ENGINE/INTERFACE")
+    return apps
 
 
 def summary_tables(results):

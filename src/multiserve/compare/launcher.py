@@ -41,15 +41,22 @@ def engine_command(engine: str, service: str, *extra: str, backlog: int = BACKLO
             *extra]
 
 
+def http_engine_command(engine: str, app: str, interface: str, backlog: int = BACKLOG) -> list[str]:
+    return [sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--protocol", "http", "--app", app,
+            "--interface", interface, "--host", "127.0.0.1", "--port", "0", "--backlog", str(backlog),
+            "--log-level", ENGINE_LOG_LEVEL]
+
+
 def baseline_command(name: str, service: str, backlog: int = BACKLOG) -> list[str]:
     return [sys.executable, "-m", "multiserve.compare.baselines", name, "--service", service,
             "--host", "127.0.0.1", "--port", "0", "--backlog", str(backlog)]
 
 
-def server_command(template: str, service: str, port: int, backlog: int = BACKLOG) -> list[str]:
+def server_command(template: str, service: str, port: int, backlog: int = BACKLOG, app: str = "") -> list[str]:
     """A ``--server`` COMMAND as argv: split as a shell would (no shell runs, so SIGTERM reaches
-    the server itself), then ``{port}``, ``{service}`` and ``{backlog}`` replaced in each word."""
-    values = {"{port}": str(port), "{service}": service, "{backlog}": str(backlog)}
+    the server itself), then ``{port}``, ``{service}``, ``{backlog}`` and (HTTP) ``{app}``
+    replaced in each word."""
+    values = {"{port}": str(port), "{service}": service, "{backlog}": str(backlog), "{app}": app}
     argv = []
     for word in shlex.split(template):
         for key, value in values.items():
@@ -69,9 +76,10 @@ class Server(launch.ServerProcess):
     ``stop()`` is the clean path (SIGTERM, wait, the exit code).
     """
 
-    def __init__(self, command: list[str], *, ready_timeout: float = READY_TIMEOUT, port: int | None = None):
+    def __init__(self, command: list[str], *, ready_timeout: float = READY_TIMEOUT, port: int | None = None,
+                 env: dict | None = None):
         try:
-            super().__init__(command, ready_timeout=ready_timeout, port=port)
+            super().__init__(command, ready_timeout=ready_timeout, port=port, env=env)
         except launch.NotReady as exc:
             raise ServerFailed(str(exc)) from None
 

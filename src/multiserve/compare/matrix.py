@@ -22,7 +22,9 @@ from typing import Callable, Iterable
 from .. import launch
 from . import stats
 from .baselines import BASELINES, serves
-from .launcher import BACKLOG, Server, ServerFailed, TreeSampler, baseline_command, engine_command, server_command
+from . import peers
+from .launcher import (BACKLOG, Server, ServerFailed, TreeSampler, baseline_command, engine_command,
+                       http_engine_command, server_command)
 
 MESSAGE = b"hello world"  # the request the C reference client sends too
 
@@ -61,16 +63,35 @@ class Cell:
     baseline: bool
     connections: int
     kind: str = ENGINE  # ENGINE, BASELINE or SERVER
-    template: str = ""  # SERVER only: the user's COMMAND ({port}, {service}, {backlog})
+    template: str = ""  # SERVER only: the user's COMMAND ({port}, {service}, {backlog}, {app})
+    protocol: str = "line"  # "http": ``service`` is a workload (a path), ``engine`` ENGINE/INTERFACE
+    app: str = ""  # HTTP: the app served, module:name
 
     def launch(self, backlog: int = BACKLOG) -> tuple[list[str], int | None]:
         """The argv to start, and the port to wait for (None: wait for the ready line)."""
         if self.kind == SERVER:
             port = launch.free_port() if "{port}" in self.template else None
-            return server_command(self.template, self.service, port or 0, backlog), port
+            return server_command(self.template, self.service, port or 0, backlog, app=self.app), port
+        if self.protocol == "http":
+            return self._launch_http(backlog)
         if self.baseline:
             return baseline_command(self.engine, self.service, backlog), None
         return engine_command(self.engine, self.service, backlog=backlog), None
+
+    def _launch_http(self, backlog: int) -> tuple[list[str], int | None]:
+        if self.baseline:  # a peer: its own CLI, ready when its port accepts
+            port = launch.free_port()
+            return peers.PEERS[self.engine].command(self.app, port, backlog, self.connections), port
+        engine, _, interface = self.engine.partition("/")
+        return http_engine_command(engine, self.app, interface, backlog), None
+
+    def load_request(self):
+        """HTTP: the request every connection sends, and the body it must get back (the demo
+        app's known reply; any other app: the status only)."""
+        from ..loadgen.http import HttpRequest
+
+        return HttpRequest(path=peers.workload_path(self.service),
+                           expect_body=peers.expected_body(self.service, self.app in peers.DEMO_APPS))
 
     @property
     def key(self) -> tuple:
@@ -111,6 +132,29 @@ def plan(services: Iterable[str], engines: Iterable[str], connections: Iterable[
     return cells
 
 
+def http_plan(workloads: Iterable[str], engines: Iterable[str], connections: Iterable[int],
+              apps: Iterable[tuple[str, str]], baselines: bool = True, servers: Iterable[tuple[str, str]] = (),
+              skip: Iterable[str] = ()) -> list[Cell]:
+    """``compare --protocol http``'s cells in run order: per workload, per app ((spec, interface)
+    pairs), its engine cells (``threadpool/wsgi``; ASGI on the event-loop engines only), then the
+    ``servers`` (NAME, COMMAND: given the first app as ``{app}``), then the peers of that
+    interface not in ``skip`` (those not installed), each at every connection count."""
+    engines, servers, apps = list(engines), list(servers), list(apps)
+    cells = []
+    for workload in workloads:
+        for app, interface in apps:
+            for name in peers.engine_cells(engines, interface):
+                cells += [Cell(workload, name, False, c, ENGINE, protocol="http", app=app) for c in connections]
+        for name, template in servers:
+            cells += [Cell(workload, name, False, c, SERVER, template, "http", apps[0][0] if apps else "")
+                      for c in connections]
+        for app, interface in apps if baselines else ():
+            for name, peer in peers.PEERS.items():
+                if peer.interface == interface and name not in skip:
+                    cells += [Cell(workload, name, True, c, BASELINE, protocol="http", app=app) for c in connections]
+    return cells
+
+
 def _failed(cell: Cell, reason: str, **numbers) -> dict:
     row = {**dataclasses.asdict(cell), "rps": None, "p50_us": None, "p99_us": None, "p999_us": None,
            "errors": 0, "mismatches": 0, "cpu_s": None, "rss_kib": None, "prime": None,
@@ -148,20 +192,24 @@ def run_cell(cell: Cell, load: LoadSettings) -> dict:
     """One run of ``cell``: the numbers of results.json (see the module docstring)."""
     from ..loadgen import LoadSpec, run_load
 
-    expect = expect_for(cell.service, load.expect)
+    http = cell.load_request() if cell.protocol == "http" else None
+    expect = expect_for(cell.service, load.expect) if http is None else (
+        "status" if http.expect_body is None else "status+body")
+    env = peers.server_env() if cell.protocol == "http" else None
     try:
         command, port = cell.launch(load.backlog)
-        with Server(command, port=port) as server:
+        with Server(command, port=port, env=env) as server:
             sampler = TreeSampler(server.pid).start()
             window = WindowCPU(sampler, load.warmup, load.duration)
             try:
                 result = run_load(LoadSpec(host=server.host, port=server.port, connections=cell.connections,
                                            duration=load.duration, warmup=load.warmup, processes=load.processes,
-                                           message=MESSAGE, expect=expect, prime=True), on_start=window.on_start)
+                                           message=MESSAGE, expect="upper" if http else expect, prime=True,
+                                           http=http), on_start=window.on_start)
                 cpu_s = window.seconds()
             finally:
                 sampler.stop()
-            exit_code = server.stop(strict=cell.kind != SERVER)
+            exit_code = server.stop(strict=cell.kind == ENGINE or (cell.kind == BASELINE and cell.protocol == "line"))
     except ServerFailed as exc:
         return _failed(cell, str(exc), expect=expect)
     except Exception as exc:  # the load generator gave up (refused, timed out): one line

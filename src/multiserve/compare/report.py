@@ -81,7 +81,7 @@ def service_table(cells, service) -> list[str]:
     return lines
 
 
-def _fastest_note(cells, service) -> str | None:
+def _fastest_note(cells, service, fastest=FASTEST_BASELINE) -> str | None:
     notes = []
     for c in analysis.connection_counts(cells, service):
         ranked = analysis.ranking(cells, service, c)
@@ -90,7 +90,7 @@ def _fastest_note(cells, service) -> str | None:
             notes.append(f"{best['vs_fastest']:.2f}x at {c} ({best['engine']})")
     if not notes:
         return None
-    return f"Fastest engine over the {FASTEST_BASELINE} baseline (a ratio of means, not a claim): " \
+    return f"Fastest engine over the {fastest} baseline (a ratio of means, not a claim): " \
         + ", ".join(notes) + "."
 
 
@@ -130,8 +130,8 @@ def _method(results) -> str:
         f"`multiserve.loadgen` closed-loop run: every connection is first answered once (priming: "
         f"*prime ms* is how long connecting and priming all of them took, *first reply* the median "
         f"and the slowest first reply), then {s['warmup']} s of warm-up on those same connections, then "
-        f"{s['duration']} s measured (request `hello world`), then SIGTERM and exit 0 expected "
-        f"(a `--server`'s exit code is recorded, not judged). "
+        f"{s['duration']} s measured ({_request(s)}), then SIGTERM and exit 0 expected "
+        f"(a `--server`'s and a peer's exit code is recorded, not judged). "
         f"{s['repeat']} run(s) per cell, interleaved (A B C, A B C). *req/s* is the mean of the "
         f"runs and *95% interval* its Student-t interval (mean ± t·s/√runs); other numbers are "
         f"medians. CPU is the server's process tree inside the measured window only; peak RSS sums "
@@ -142,14 +142,36 @@ def _method(results) -> str:
         f"Verdicts rank engines and `--server`s: one is named fastest ({WINNER}) only when its "
         f"interval lies wholly above every other's; otherwise the servers whose intervals overlap "
         f"the best's are reported as a tie. Baselines are references: *vs baseline* is req/s over "
-        f"the same model served plainly (thread/threadpool: threadingtcp, process: forkingtcp, "
-        f"gevent: gevent-streamserver, asyncio/hybrid: asyncio-streams). "
+        f"{_closest(s)}. "
         f"Replies are checked per service ({', '.join(f'{k}: {v}' for k, v in expects.items())})"
         + (f"; not checked for {', '.join(unchecked)} (`any`: the service declares no reply form)" if unchecked else "")
         + ". The trade-off of the defaults: more runs or longer windows narrow the intervals "
         f"(a 3-run t-interval is ±2.5 standard deviations of a run) and so let more columns "
         f"name a winner, at {s['repeat']} x the cost of one pass over the matrix."
     )
+
+
+def _request(s) -> str:
+    if s.get("protocol") != "http":
+        return "request `hello world`"
+    from .peers import workload_path
+
+    apps = ", ".join(f"`{app}` ({interface.upper()})" for app, interface in s.get("apps", ()))
+    paths = ", ".join(f"{w}: `GET {workload_path(w)}`" for w in s["services"])
+    return f"HTTP/1.1 keep-alive to {apps}; {paths}; every status checked"
+
+
+def _closest(s) -> str:
+    if s.get("protocol") != "http":
+        return ("the same model served plainly (thread/threadpool: threadingtcp, process: forkingtcp, "
+                "gevent: gevent-streamserver, asyncio/hybrid: asyncio-streams)")
+    from .peers import HTTP_CLOSEST
+
+    text = ("the same model served by a peer, run by its own CLI with one process and the run's backlog ("
+            + ", ".join(f"{cell}: {peer}" for cell, peer in HTTP_CLOSEST.items()) + ")")
+    if s.get("peers_missing"):
+        text += "; not installed, left out: " + ", ".join(s["peers_missing"])
+    return text
 
 
 def render(results: dict, plots: dict[str, list[str]]) -> str:
@@ -175,7 +197,7 @@ def render(results: dict, plots: dict[str, list[str]]) -> str:
     out += [f"- {analysis.verdict(cells, svc, m['cores'], quote='`')}" for svc in analysis.services(cells)]
     for svc in analysis.services(cells):
         out += ["", f"## `{svc}`", "", _baseline_note(cells, svc)]
-        if note := _fastest_note(cells, svc):
+        if note := _fastest_note(cells, svc, s.get("fastest_baseline") or FASTEST_BASELINE):
             out += ["", note]
         out += [""] + service_table(cells, svc) + [""]
         out += [f"![{svc}: {name}]({name})" for name in plots.get(svc, [])]

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import analysis, idle, machine, report
-from .matrix import LoadSettings, aggregate, expect_for, plan, run_cell, run_matrix
+from . import peers
+from .matrix import LoadSettings, aggregate, expect_for, http_plan, plan, run_cell, run_matrix
 
 
 @dataclasses.dataclass
@@ -28,8 +29,14 @@ class Options:
     out: Path = Path("report")
     command: str = "multiserve compare"
     servers: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # --server NAME=COMMAND
+    protocol: str = "line"  # "http": ``services`` are workloads (paths), ``apps`` are served
+    apps: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # HTTP: (module:name, wsgi|asgi)
+    skip_peers: list[str] = dataclasses.field(default_factory=list)  # HTTP: peers not installed
 
     def cells(self):
+        if self.protocol == "http":
+            return http_plan(self.services, self.engines, self.connections, self.apps, self.baselines,
+                             self.servers, self.skip_peers)
         return plan(self.services, self.engines, self.connections, self.baselines, self.servers)
 
     def steps(self) -> int:
@@ -52,7 +59,10 @@ def run_compare(options: Options, *, on_step: Callable[[str, dict], None] | None
 
     runs = run_matrix(options.cells(), options.load, options.repeat, on_run, runner=runner)
     cells = aggregate(runs)
-    analysis.add_ratios(cells)
+    if options.protocol == "http":
+        analysis.add_ratios(cells, peers.HTTP_CLOSEST, peers.HTTP_FASTEST)
+    else:
+        analysis.add_ratios(cells)
     idle_rows = []
     for engine in options.engines if options.idle_connections else ():
         row = idle.idle_check(engine, options.idle_connections)
@@ -70,7 +80,11 @@ def run_compare(options: Options, *, on_step: Callable[[str, dict], None] | None
             "repeat": options.repeat, "baselines": options.baselines,
             "idle_connections": options.idle_connections,
             "servers": [list(pair) for pair in options.servers], "backlog": options.load.backlog,
-            "expect": {svc: expect_for(svc, options.load.expect) for svc in options.services},
+            "expect": {svc: expect_for(svc, options.load.expect) for svc in options.services}
+            if options.protocol == "line" else {c["service"]: c["expect"] for c in cells},
+            "protocol": options.protocol, "apps": [list(pair) for pair in options.apps],
+            "peers_missing": list(options.skip_peers),
+            "fastest_baseline": peers.HTTP_FASTEST if options.protocol == "http" else None,
         },
         "verdicts": analysis.verdicts(cells),
         "cells": cells,

@@ -88,7 +88,7 @@ class LoadConnection(asyncio.Protocol):
     def successor(self) -> "LoadConnection":
         """A fresh protocol for the reconnect: same place in the ring, same backlog; the
         requests in flight were lost with this one."""
-        new = LoadConnection(self.w, self.index, self.slot)
+        new = type(self)(self.w, self.index, self.slot)
         new.send_idx = self.send_idx
         new.recv_pos = self.send_idx * self.w.line_len
         new.backlog = self.backlog

@@ -24,7 +24,10 @@ _ERROR_KINDS = (
 
 
 def error_kind(exc: BaseException) -> str:
-    """A short lower-case name for ``exc``: a kind above, else the errno's name, else the class."""
+    """A short lower-case name for ``exc``: its own ``kind`` attribute, a kind above, else the
+    errno's name, else the class."""
+    if isinstance(getattr(exc, "kind", None), str):
+        return exc.kind
     for cls, kind in _ERROR_KINDS:
         if isinstance(exc, cls):
             return kind

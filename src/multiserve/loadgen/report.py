@@ -47,7 +47,7 @@ def render(result: LoadResult) -> Table:
     """The final table: throughput, latency percentiles (both views in open loop), errors."""
     spec = result.spec
     mode = f"open loop, {spec.rate:,.0f} req/s target" if spec.open_loop else "closed loop"
-    table = Table(title=f"multiserve bench {spec.host}:{spec.port}  ({mode})", show_header=True)
+    table = Table(title=f"multiserve bench {result.target}  ({mode})", show_header=True)
     table.add_column("")
     for name in ("p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs"):
         table.add_column(name, justify="right")

@@ -61,22 +61,36 @@ class LoadResult:
         return {**{kind: self.errors.get(kind, 0) for kind in OUTCOMES}, "mismatches": self.mismatches}
 
     @property
+    def status_errors(self) -> dict[str, int]:
+        """HTTP: the responses with a non-2xx status, by kind (``{"http_503": 12}``)."""
+        return {kind: n for kind, n in self.errors.items() if kind.startswith("http_")}
+
+    @property
     def ok(self) -> bool:
-        """No wrong reply and at least one right one: what ``multiserve bench`` exits 0 on."""
-        return self.mismatches == 0 and self.requests > 0
+        """No wrong reply (HTTP: no non-2xx status either) and at least one right one: what
+        ``multiserve bench`` exits 0 on."""
+        return self.mismatches == 0 and self.requests > 0 and not self.status_errors
+
+    @property
+    def target(self) -> str:
+        spec = self.spec
+        host = f"[{spec.host}]" if ":" in spec.host else spec.host
+        return f"{host}:{spec.port}" if spec.http is None else f"http://{host}:{spec.port}{spec.http.path}"
 
     def to_dict(self) -> dict:
         """The JSON object of ``multiserve bench --json``."""
         spec = self.spec
         out = {
-            "target": f"{spec.host}:{spec.port}",
+            "target": self.target,
+            "protocol": "line" if spec.http is None else "http",
             "mode": "open" if spec.open_loop else "closed",
             "connections": spec.connections,
             "pipeline": spec.pipeline,
             "processes": self.processes,
             "loop": self.loop,
             "request_bytes": spec.size,
-            "expect": spec.expect,
+            "expect": spec.expect if spec.http is None else (
+                "status" if spec.http.expect_body is None else "status+body"),
             "warmup_s": spec.warmup,
             "duration_s": round(self.duration_s, 6),
             "requests": self.requests,

@@ -53,6 +53,10 @@ class LoadSpec:
     # The first bucket ends this many seconds after the window starts (0: one interval), the next
     # ones an interval apart: the drill puts bucket ends half a bucket away from its event times.
     timeline_phase: float = 0.0
+    # HTTP/1.1 load (:class:`multiserve.loadgen.http.HttpRequest`): every connection sends this
+    # request over keep-alive and checks each response's status (and body, if it says which);
+    # ``message``, ``size`` and ``expect`` are then unused. None: the line protocol.
+    http: object = None
 
     def __post_init__(self):
         if isinstance(self.message, str):  # a convenience for callers; the wire carries bytes
@@ -80,6 +84,8 @@ class LoadSpec:
         for ok, reason in checks:
             if not ok:
                 raise ValueError(reason)
+        if self.http is not None:
+            self.http.validate()
         return self
 
     @property
@@ -108,7 +114,10 @@ def min_size(spec: LoadSpec) -> int:
 
 
 def requests_ring(spec: LoadSpec) -> list[bytes]:
-    """The ring of request lines, each ending in ``\\n``, all the same length."""
+    """The ring of request lines, each ending in ``\\n``, all the same length (HTTP: the one
+    request every connection sends)."""
+    if spec.http is not None:
+        return [spec.http.wire(spec.host, spec.port)]
     message = bytes(spec.message)
     if spec.expect == "any":
         line = message if spec.size is None else (message or b"x").ljust(spec.size - 1, b"x")[: spec.size - 1]

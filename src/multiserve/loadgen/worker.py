@@ -62,7 +62,7 @@ class Worker:
         self.index = index
         self.open_loop = spec.open_loop
         self.pipeline = spec.pipeline
-        self.check = spec.expect != "any"
+        self.check = spec.expect != "any" if spec.http is None else spec.http.expect_body is not None
         self.max_reply = MAX_REPLY
         self.reqs = requests_ring(spec)
         self.reps = [expected_reply(spec, r) for r in self.reqs]
@@ -76,7 +76,13 @@ class Worker:
         self.rep_stream = b"".join(self.reps) * copies
         self.quota = quota
         self.rate = rate
-        self.conns = [LoadConnection(self, first_conn + i, i) for i in range(connections)]
+        if spec.http is not None:
+            from .http import HttpLoadConnection
+
+            self.connection_class = HttpLoadConnection
+        else:
+            self.connection_class = LoadConnection
+        self.conns = [self.connection_class(self, first_conn + i, i) for i in range(connections)]
         self.running = False
         self.recording = False
         self.done = 0
@@ -188,6 +194,8 @@ class Worker:
             stats.record_counts(self.connect_hist, {int((sent - started) * 1e6): 1})
             request = self.reqs[conn.send_idx]
             await loop.sock_sendall(sock, request)
+            if spec.http is not None:
+                return await self._primed_http(sock, address, sent)
             reply = b""
             while not reply.endswith(b"\n") and len(reply) <= self.max_reply:
                 chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), spec.reply_timeout)
@@ -203,6 +211,33 @@ class Worker:
         except BaseException:
             sock.close()
             raise
+
+    async def _primed_http(self, sock: socket.socket, address, sent: float) -> socket.socket:
+        """The HTTP half of :meth:`_primed_socket`: read the first response through the parser;
+        if it ends its connection (``Connection: close``), hand a new connection over instead."""
+        from .http import prime_reader
+
+        spec, loop = self.spec, self.loop
+        feed = prime_reader(self)
+        keep = None
+        while keep is None:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), spec.reply_timeout)
+            if not chunk:
+                raise ConnectionResetError("closed before its first response")
+            keep = feed(chunk)
+        stats.record_counts(self.prime_hist, {int((time.perf_counter() - sent) * 1e6): 1})
+        if keep:
+            return sock
+        sock.close()
+        fresh = socket.socket(sock.family, sock.type, sock.proto)
+        try:
+            fresh.setblocking(False)
+            fresh.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.wait_for(loop.sock_connect(fresh, address), spec.connect_timeout)
+        except BaseException:
+            fresh.close()
+            raise
+        return fresh
 
     async def connect_all(self) -> dict:
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
