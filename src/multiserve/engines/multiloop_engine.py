@@ -14,11 +14,13 @@ the hybrid engine's processes do, but with one copy of the service and no fork.
 
 Listening: one listener, accepted by the first loop (the calling thread), which hands each
 connection to the next loop in turn (``call_soon_threadsafe``). Measured against one
-SO_REUSEPORT socket per loop (docs/free-threading.md): the same connection rate within the
-spread, an exact round-robin where the kernel's hash left one loop 40-60% of 16 connections,
-and it serves every kind of listener (unix sockets, ``fd://``, socket activation) with one
-accept queue, so a stop resets nothing that the kernel queued. ``--max-conns`` is one count over
-every loop, tested by that one acceptor.
+SO_REUSEPORT socket per loop (docs/free-threading.md has the commands): new connections cost
+about 5% more server CPU (a cross-thread wake each; 67-76 against 64-67 ms per 1,000
+connect-request-close cycles, 2 loops) and nothing once connected; in exchange the split is
+exact (16 connections: 8 and 8 every time, where the kernel's hash gave one loop 4 to 12 in ten
+trials), every kind of listener works (unix sockets, ``fd://``, socket activation), a stop
+resets nothing the kernel queued (one accept queue, drained by one loop), and ``--max-conns``
+is tested by one acceptor, so it is exact.
 
 Stop: on SIGTERM the first loop stops accepting, accepts what the backlog holds and hands it
 out, then tells the other loops to stop; each drains its own connections within ``--grace``
