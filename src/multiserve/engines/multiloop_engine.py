@@ -52,9 +52,10 @@ def gil_enabled() -> bool:
 
 class Share:
     """What the loops share: the servers (the accepting one first), the round-robin turn, and
-    ``--max-conns``'s one count. A connection is counted by its loop (``pending``, then
-    ``channels``) from the moment that loop takes it, and in ``in_transit`` between the accept
-    and then; each is read before the next it moves to, so a count is never short."""
+    ``--max-conns``'s one count. A connection moves from ``in_transit`` (accepted, handed to
+    another loop) to that loop's ``pending`` (being adopted) to its ``channels`` (served), each
+    step added before the previous is taken away; the count reads them in that order, so it may
+    be one high for an instant, never short."""
 
     def __init__(self, max_conns: int):
         self.max_conns = max_conns
