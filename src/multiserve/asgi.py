@@ -34,7 +34,7 @@ from .services.base import Service
 
 log = logging.getLogger(__name__)
 
-ASGI_ENGINES = ("asyncio", "hybrid")
+ASGI_ENGINES = ("asyncio", "hybrid", "multiloop")
 # RFC 9110 5.1 / 5.5: a field name is a token; a value has no control characters but tab (no
 # response splitting). The same checks as uvicorn's httptools protocol.
 _BAD_NAME = re.compile(rb'[\x00-\x20\x7f()<>@,;:\[\]={}\\"/?]')

@@ -154,7 +154,7 @@ SETTINGS: tuple[Setting, ...] = (
     # HTTP (issue 12)
     Setting("app", "--app", None, optional(text), "HTTP: the application to serve, module:name (needs --protocol http)"),
     Setting("interface", "--interface", "auto", one_of("auto", "wsgi", "asgi"),
-            "HTTP: how --app is called: wsgi (PEP 3333), asgi (ASGI 3: asyncio, hybrid), auto (asgi for a coroutine function)"),
+            "HTTP: how --app is called: wsgi (PEP 3333), asgi (ASGI 3: asyncio, hybrid, multiloop), auto (asgi for a coroutine function)"),
     # 64 KiB: issue 12's default, as --max-line; above h11's 16 KiB and nginx's 4 x 8 KiB
     Setting("max_header", "--max-header", 65536, positive_int,
             "HTTP: longest request line + headers, in bytes (431 past it)"),
@@ -205,7 +205,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store", "--store", None, optional(text), "ticket store URL (tickets service): sqlite:PATH, "
             "json:PATH, postgresql://..., redis://..."),
     # hybrid engine
-    Setting("workers", "--workers", CORES, positive_int, "hybrid: worker processes, one per core by default"),
+    Setting("workers", "--workers", CORES, positive_int,
+            "hybrid: worker processes; multiloop: event-loop threads; one per core by default"),
     Setting("cpu_workers", "--cpu-workers", CORES, non_negative_int,
             "hybrid: processes for CPU-bound calls per worker, one per core by default (0 runs them on threads)"),
     Setting("reuse_port", "--reuse-port", False, flag, "hybrid: each worker binds its own SO_REUSEPORT socket",

@@ -36,7 +36,7 @@ from .protocol.http import Response
 from .services.base import Service
 
 # engines whose app calls may overlap in threads of one process, or run in several processes
-MULTITHREAD_ENGINES = frozenset({"thread", "threadpool", "asyncio", "hybrid"})
+MULTITHREAD_ENGINES = frozenset({"thread", "threadpool", "asyncio", "hybrid", "multiloop"})
 MULTIPROCESS_ENGINES = frozenset({"process", "hybrid"})
 _BAD_HEADER_CHARS = ("\r", "\n", "\0")
 

@@ -218,6 +218,7 @@ CLOSEST_BASELINE = {
     "gevent": "gevent-streamserver",
     "asyncio": "asyncio-streams",
     "hybrid": "asyncio-streams",
+    "multiloop": "asyncio-streams",
 }
 
 # The baseline the best engine is held to for each service it can serve (the bar).

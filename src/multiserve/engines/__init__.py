@@ -11,6 +11,7 @@ ENGINES = {
     "gevent": "multiserve.engines.gevent_engine:GeventEngine",
     "asyncio": "multiserve.engines.asyncio_engine:AsyncioEngine",
     "hybrid": "multiserve.engines.hybrid_engine:HybridEngine",
+    "multiloop": "multiserve.engines.multiloop_engine:MultiloopEngine",
 }
 
 

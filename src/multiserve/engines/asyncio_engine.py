@@ -38,18 +38,19 @@ class LoopServer:
     Hooks (the hybrid engine's; each optional): ``admission(open_here) -> bool`` replaces the
     per-process ``--max-conns`` test; ``on_request(n)`` is told of every n replies;
     ``on_last_accept()`` runs right after the final accept on stop; ``cpu_pool`` takes CPU-bound
-    calls; ``tls`` (an ``ssl.SSLContext``) serves TLS; ``handoff()``, called when a drain
-    starts, returns a :class:`~.handoff.Courier` that takes each connection once idle instead of
-    closing it, or None (never called with TLS: the TLS state is in this process); ``adopt(sock)``
-    takes in a connection another worker handed off. Accepting is ours, not
-    ``loop.create_server``'s, for two reasons: past ``--max-conns``
-    we stop reading the listener (clients wait in the backlog), and on stop we accept what the
-    kernel already queued in the backlog before closing it, so no connection the kernel accepted
+    calls; ``threads`` is the caller's executor for blocking calls (the multiloop engine's, shared
+    by its loops: the caller then shuts it down, not the server); ``tls`` (an ``ssl.SSLContext``)
+    serves TLS; ``handoff()``, called when a drain starts, returns a :class:`~.handoff.Courier`
+    that takes each connection once idle instead of closing it, or None (never called with TLS:
+    the TLS state is in this process); ``adopt(sock)`` takes in a connection another worker handed
+    off. Accepting is ours, not ``loop.create_server``'s, for two reasons: past ``--max-conns`` we
+    stop reading the listener (clients wait in the backlog), and on stop we accept what the kernel
+    already queued in the backlog before closing it, so no connection the kernel accepted
     is reset. The caller owns ``listener``.
     """
 
     def __init__(self, listener: socket.socket, sessions, config, *, cpu_pool=None, admission=None,
-                 on_request=None, on_last_accept=None, tls=None, handoff=None):
+                 on_request=None, on_last_accept=None, tls=None, handoff=None, threads=None):
         self.listener = listener
         self.tls = tls  # an ssl.SSLContext: the loop's TLS transport wraps each connection
         self.sessions = sessions
@@ -57,7 +58,9 @@ class LoopServer:
         self.stats = ServeStats()
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time
-        self.threads = ThreadPoolExecutor(config.threads_or(DEFAULT_BLOCKING_THREADS), thread_name_prefix="blocking")
+        self.own_threads = threads is None
+        self.threads = threads if threads is not None else \
+            ThreadPoolExecutor(config.threads_or(DEFAULT_BLOCKING_THREADS), thread_name_prefix="blocking")
         self.pools = Pools(self.loop.run_in_executor, self.threads, cpu_pool)
         self.admission = admission
         self.on_request = on_request
@@ -217,7 +220,8 @@ class LoopServer:
                 await asyncio.sleep(0)
         if self.courier is not None:
             await self.courier.finish(config.grace - (self.loop.time() - started))
-        self.threads.shutdown(wait=False, cancel_futures=True)
+        if self.own_threads:
+            self.threads.shutdown(wait=False, cancel_futures=True)
 
 
 def loop_stop_event(loop: asyncio.AbstractEventLoop, stop) -> asyncio.Event:
@@ -231,8 +235,14 @@ def loop_stop_event(loop: asyncio.AbstractEventLoop, stop) -> asyncio.Event:
             loop.remove_reader(stop.fileno())
             event.set()
 
+    def wake():  # on the thread that set the stop
+        try:
+            loop.call_soon_threadsafe(on_readable)
+        except RuntimeError:  # the loop saw the pipe first, drained and was closed meanwhile
+            pass
+
     loop.add_reader(stop.fileno(), on_readable)
-    stop.add_callback(lambda: loop.call_soon_threadsafe(on_readable))
+    stop.add_callback(wake)
     return event
 
 
