@@ -121,8 +121,8 @@ PEERS = {
     "gunicorn-sync": Peer("gunicorn-sync", "wsgi", "gunicorn", ("process/wsgi",)),
     "gunicorn-gthread": Peer("gunicorn-gthread", "wsgi", "gunicorn", ("thread/wsgi", "threadpool/wsgi")),
     "gunicorn-gevent": Peer("gunicorn-gevent", "wsgi", "gevent", ("gevent/wsgi",)),
-    "uvicorn": Peer("uvicorn", "asgi", "uvicorn", ("asyncio/asgi", "hybrid/asgi")),
-    "granian-wsgi": Peer("granian-wsgi", "wsgi", "granian", ("asyncio/wsgi", "hybrid/wsgi")),
+    "uvicorn": Peer("uvicorn", "asgi", "uvicorn", ("asyncio/asgi", "hybrid/asgi", "multiloop/asgi")),
+    "granian-wsgi": Peer("granian-wsgi", "wsgi", "granian", ("asyncio/wsgi", "hybrid/wsgi", "multiloop/wsgi")),
     "granian-asgi": Peer("granian-asgi", "asgi", "granian"),
 }
 # gunicorn's gevent worker needs gunicorn too.
