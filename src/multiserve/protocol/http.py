@@ -189,7 +189,7 @@ class HTTPProtocol(Protocol):
     name = "http"
     __slots__ = ("max_header", "max_body", "date", "_parser", "_out", "_error", "_stopped",
                  "_closing", "_owed", "_answered", "_in_head", "_head_bytes", "_url", "_headers",
-                 "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes")
+                 "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes", "settled")
 
     def __init__(self, max_header: int = DEFAULT_MAX_HEADER, max_body: int = DEFAULT_MAX_BODY, date=None):
         self.max_header = max_header
@@ -211,6 +211,9 @@ class HTTPProtocol(Protocol):
         self._headers = []
         self._body = None
         self._body_size = 0
+        # == (status() == SETTLED), kept by receive_data and receive_eof, and cleared wherever
+        # the connection starts closing (the engines' hot path reads it instead of status())
+        self.settled = True
 
     # -- the Protocol interface -------------------------------------------------------------
     def receive_data(self, data: bytes) -> list:
@@ -242,10 +245,12 @@ class HTTPProtocol(Protocol):
             self._head_bytes = self._head_bytes + len(data) if head_continues else self._seen_bytes
             if self._head_bytes > self.max_header:
                 self._refuse(431, f"request line and headers over {self.max_header} bytes")
+        self.settled = self._error is None and not self._closing and not (self._partial and not self._stopped)
         return out
 
     def receive_eof(self) -> list:
         self._stopped = True
+        self.settled = self._error is None and not self._closing
         return []
 
     @property
@@ -323,6 +328,7 @@ class HTTPProtocol(Protocol):
             keep = False
         if not keep:
             self._closing = self._stopped = self._cut = True
+            self.settled = False
             lines.append(b"connection: close")
         elif http10:
             lines.append(b"connection: keep-alive")
@@ -351,9 +357,11 @@ class HTTPProtocol(Protocol):
                 return b""  # an earlier response ended the connection: nothing more may be written
             if not keep:
                 self._closing = self._stopped = self._cut = True
+                self.settled = False
             return simple_response(500, "internal server error", self.date(), close=not keep, head=head_only)
         if reason == "request timeout" and self._answered == 0 and not self._owed:
             self._closing = self._stopped = True
+            self.settled = False
             return simple_response(408, "request timeout", self.date(), close=True)
         return None
 
@@ -373,6 +381,7 @@ class HTTPProtocol(Protocol):
         finally:
             if not framer.complete:
                 self._closing = self._stopped = self._cut = True
+                self.settled = False
             if close is not None:
                 close()
 
@@ -391,6 +400,7 @@ class HTTPProtocol(Protocol):
         finally:
             if not framer.complete:
                 self._closing = self._stopped = self._cut = True
+                self.settled = False
             aclose = getattr(body, "aclose", None)
             if aclose is not None:  # leaving ``async for`` early does not close the body
                 await aclose()
@@ -400,11 +410,13 @@ class HTTPProtocol(Protocol):
     # -- errors ---------------------------------------------------------------------------------
     def _refuse(self, status: int, reason: str) -> None:
         self._stopped = self._closing = True
+        self.settled = False
         self._partial = False
         self._error = ProtocolError(simple_response(status, reason, self.date(), close=True), f"HTTP {status}: {reason}")
 
     def _stop_after_last(self) -> None:
         self._stopped = self._closing = True
+        self.settled = False
         self._partial = False
 
     # -- httptools callbacks (called inside feed_data) ------------------------------------------
