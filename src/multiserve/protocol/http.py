@@ -66,6 +66,20 @@ CONTINUE = Interim(b"HTTP/1.1 100 Continue\r\n\r\n")
 NO_BODY_STATUS = frozenset({204, 304})
 # response headers the server owns (framing and connection management, RFC 9110 7.6.1)
 HOP_BY_HOP = frozenset({b"connection", b"transfer-encoding", b"keep-alive"})
+# what send() does with an app's header, by its lower-cased name (one dict look-up per header):
+# Content-Length is read and written once, hop-by-hop ones replaced, Server and Date kept
+_LENGTH, _HOP, _SERVER, _DATE = "length", "hop", "server", "date"
+_SERVER_OWNED = {b"content-length": _LENGTH, b"server": _SERVER, b"date": _DATE, **dict.fromkeys(HOP_BY_HOP, _HOP)}
+# status lines already formatted, by (status, reason); bounded, since an app may invent reasons
+_STATUS_LINES: dict = {}
+_STATUS_LINES_MAX = 1024
+
+
+def _status_line(status: int, reason: str) -> bytes:
+    line = b"HTTP/1.1 %d %s" % (status, reason.encode("latin-1"))
+    if len(_STATUS_LINES) < _STATUS_LINES_MAX:
+        _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 class Request:
@@ -189,7 +203,8 @@ class HTTPProtocol(Protocol):
     name = "http"
     __slots__ = ("max_header", "max_body", "date", "_parser", "_out", "_error", "_stopped",
                  "_closing", "_owed", "_answered", "_in_head", "_head_bytes", "_url", "_headers",
-                 "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes", "settled")
+                 "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes", "settled",
+                 "_stamp", "_stamp_date")
 
     def __init__(self, max_header: int = DEFAULT_MAX_HEADER, max_body: int = DEFAULT_MAX_BODY, date=None):
         self.max_header = max_header
@@ -214,6 +229,7 @@ class HTTPProtocol(Protocol):
         # == (status() == SETTLED), kept by receive_data and receive_eof, and cleared wherever
         # the connection starts closing (the engines' hot path reads it instead of status())
         self.settled = True
+        self._stamp_date = self._stamp = None  # the Date and Server lines, remade when the date changes
 
     # -- the Protocol interface -------------------------------------------------------------
     def receive_data(self, data: bytes) -> list:
@@ -273,29 +289,36 @@ class HTTPProtocol(Protocol):
         if type(response) is not Response:
             raise TypeError(f"an HTTP reply must be a multiserve.protocol.http.Response, not {type(response).__name__}")
         status = response.status
-        lines = [b"HTTP/1.1 %d %s" % (status, response.reason.encode("latin-1"))]
+        status_line = _STATUS_LINES.get((status, response.reason))
+        if status_line is None:
+            status_line = _status_line(status, response.reason)
+        lines = [status_line]
         length = None
         server = date = app_closes = False
+        owned = _SERVER_OWNED.get
         for name, value in response.headers:
-            lower = name.lower()
-            if lower == b"content-length":
+            kind = owned(name.lower())
+            if kind is None:
+                lines.append(name + b": " + value)
+            elif kind is _LENGTH:
                 try:
                     length = int(value)
                 except ValueError:
                     raise TypeError(f"bad content-length {value!r}") from None
-                continue  # written below, once
-            elif lower in HOP_BY_HOP:
-                if lower == b"connection" and b"close" in _tokens([value]):
+                # written below, once
+            elif kind is _HOP:
+                if name.lower() == b"connection" and b"close" in _tokens([value]):
                     app_closes = True
-                continue
-            elif lower == b"server":
-                server = True
-            elif lower == b"date":
-                date = True
-            lines.append(name + b": " + value)
+            else:
+                if kind is _SERVER:
+                    server = True
+                else:
+                    date = True
+                lines.append(name + b": " + value)
         body = response.body
-        known = type(body) in (bytes, list, tuple)
-        if known and type(body) is not bytes and not all(type(piece) is bytes for piece in body):
+        body_type = type(body)
+        known = body_type is bytes or body_type is list or body_type is tuple
+        if known and body_type is not bytes and not all(type(piece) is bytes for piece in body):
             raise TypeError("a response body must be bytes pieces")
         # committed from here on
         head_only, keep, http10 = self._owed.popleft() if self._owed else (False, False, False)
@@ -306,23 +329,32 @@ class HTTPProtocol(Protocol):
             if response.close is not None:
                 response.close()
             return b""
-        if not date:
+        if not (date or server):
+            now = self.date()
+            if now is not self._stamp_date:  # a new second (the clock formats once per second)
+                self._stamp_date = now
+                self._stamp = b"date: " + now + b"\r\nserver: " + SERVER
+            lines.append(self._stamp)
+        elif not date:
             lines.append(b"date: " + self.date())
-        if not server:
+        elif not server:
             lines.append(b"server: " + SERVER)
-        no_body = head_only or status in NO_BODY_STATUS or status < 200
-        if length is None and known and status not in NO_BODY_STATUS and status >= 200:
-            length = len(body) if type(body) is bytes else sum(map(len, body))
+        has_body = status >= 200 and status not in NO_BODY_STATUS
+        size = None
+        if known and has_body:
+            size = len(body) if body_type is bytes else sum(map(len, body))
+            if length is None:
+                length = size
         chunked = False
         if length is not None:
             lines.append(b"content-length: %d" % length)
-        elif not no_body:
+        elif not head_only and has_body:
             if http10:
                 keep = False  # the body ends where the connection does
             else:
                 chunked = True
                 lines.append(b"transfer-encoding: chunked")
-        elif head_only and status >= 200 and status not in NO_BODY_STATUS:
+        elif head_only and has_body:
             lines.append(b"transfer-encoding: chunked")  # what a GET would get (RFC 9110 9.3.2)
         if app_closes:
             keep = False
@@ -332,17 +364,24 @@ class HTTPProtocol(Protocol):
             lines.append(b"connection: close")
         elif http10:
             lines.append(b"connection: keep-alive")
-        head = b"\r\n".join(lines) + b"\r\n\r\n"
-        if no_body:
+        lines.append(b"")
+        if head_only or not has_body:
+            lines.append(b"")
             if response.close is not None:
                 response.close()
-            return head
-        if known and response.close is None:
-            size = len(body) if type(body) is bytes else sum(map(len, body))
-            if size == length:
-                if type(body) is bytes:
-                    return head + body if length < JOIN_LIMIT else [head, body]
-                return b"".join([head, *body]) if length < JOIN_LIMIT else [head, *body]
+            return b"\r\n".join(lines)
+        if known and size == length and response.close is None:  # known whole, exactly as long as it says
+            if body_type is bytes:
+                if length < JOIN_LIMIT:
+                    lines.append(body)  # head and body in one join: one copy
+                    return b"\r\n".join(lines)
+                lines.append(b"")
+                return [b"\r\n".join(lines), body]
+            lines.append(b"")
+            head = b"\r\n".join(lines)
+            return b"".join([head, *body]) if length < JOIN_LIMIT else [head, *body]
+        lines.append(b"")
+        head = b"\r\n".join(lines)
         if type(body) is bytes:
             body = [body]
         if hasattr(body, "__aiter__"):
