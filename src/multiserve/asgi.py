@@ -97,11 +97,15 @@ class ASGIService(Service):
 
     # -- http -----------------------------------------------------------------------------------
     def scope(self, request, conn) -> dict:
-        try:
-            url = httptools.parse_url(request.target)
-            raw_path, query = url.path or b"/", url.query or b""
-        except httptools.HttpParserInvalidURLError:  # asterisk- or authority-form
-            raw_path, _, query = request.target.partition(b"?")
+        target = request.target
+        if target[:1] == b"/" and b"#" not in target:  # origin-form, what parse_url would give
+            raw_path, _, query = target.partition(b"?")
+        else:
+            try:
+                url = httptools.parse_url(target)
+                raw_path, query = url.path or b"/", url.query or b""
+            except httptools.HttpParserInvalidURLError:  # asterisk- or authority-form
+                raw_path, _, query = target.partition(b"?")
         peer = conn.peer if conn is not None else None
         return {
             "type": "http",
@@ -109,7 +113,7 @@ class ASGIService(Service):
             "http_version": request.version,
             "method": request.method,
             "scheme": "http",
-            "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+            "path": (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8", "replace"),
             "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
@@ -270,8 +274,9 @@ class Exchange:
                 app_task.cancel()
 
 
+# HTTPStatus(status) is an enum look-up through Python code: a dict, made once
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
 def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+    return _REASONS.get(status, "")
