@@ -42,6 +42,8 @@ ASGI_ENGINES = ("asyncio", "hybrid")
 _BAD_NAME = re.compile(rb'[\x00-\x20\x7f()<>@,;:\[\]={}\\"/?]')
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _DONE = object()
+# the reason phrase of each status: HTTPStatus(status) is an enum look-up through Python code
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 class ASGIService(Service):
@@ -152,11 +154,14 @@ class ASGIService(Service):
 
 def _response(start, body) -> Response:
     status = int(start["status"])
-    headers = [(bytes(name), bytes(value)) for name, value in start.get("headers", ())]
-    for name, value in headers:
-        if _BAD_NAME.search(name) or _BAD_VALUE.search(value) or not name:
+    headers = []
+    bad_name, bad_value = _BAD_NAME.search, _BAD_VALUE.search
+    for name, value in start.get("headers", ()):
+        name, value = bytes(name), bytes(value)
+        if bad_name(name) or bad_value(value) or not name:
             raise ValueError(f"invalid response header {name!r}: {value!r}")
-    return Response(status, _reason(status), headers, body)
+        headers.append((name, value))
+    return Response(status, _REASONS.get(status, ""), headers, body)
 
 
 class Exchange:
@@ -216,25 +221,26 @@ class Exchange:
             raise RuntimeError("ASGI app sent a body after its last piece")
         else:
             await self.pieces.put((body, more))
-        if not more:
-            self._finish()
+        if not more and self.finished is not None and not self.finished.done():  # _finish(), inline
+            self.finished.set_result(None)
 
     def app_done(self, task) -> None:
         if task.cancelled():  # abandoned (the client left): nobody waits for an answer
             self.done = None
         elif self.done is not None:  # a whole body, or an error before the first piece: answer now
+            done, self.done = self.done, None
             exc = task.exception()
             if exc is None and self.start is None:
                 exc = RuntimeError("ASGI app returned without sending http.response.start")
             if exc is not None:
-                self._answer(None, exc)
+                done(None, exc)
                 return
             try:
                 response = _response(self.start, self.first)
             except ValueError as error:
-                self._answer(None, error)
+                done(None, error)
                 return
-            self._answer(response, None)
+            done(response, None)
             return
         if self.pieces is not None and not self.pieces.full():
             self.pieces.put_nowait(_DONE)  # wakes the stream if it waits for a piece
@@ -274,9 +280,4 @@ class Exchange:
                 app_task.cancel()
 
 
-# HTTPStatus(status) is an enum look-up through Python code: a dict, made once
-_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
-
-def _reason(status: int) -> str:
-    return _REASONS.get(status, "")

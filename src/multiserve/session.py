@@ -204,7 +204,7 @@ class Session:
     """
 
     __slots__ = ("service", "protocol", "conn", "plan", "requests", "errored", "receive", "status", "inline",
-                 "soon", "_call", "_passes", "_started", "_finished", "_run_coroutine_with", "_soon_done")
+                 "inline_split", "soon", "_call", "_passes", "_started", "_finished", "_run_coroutine_with", "_soon_done")
 
     def __init__(self, service, protocol, peer=None, plan: CallPlan | None = None,
                  run_coroutine=run_coroutine_here):
@@ -220,6 +220,8 @@ class Session:
         self.status = protocol.status
         # every request may be answered where its bytes arrived (see can_answer_inline)
         self.inline = plan.inline and plan.cpu_bound_for is None
+        # some requests may be answered inline (see can_answer_inline): only then is it worth asking
+        self.inline_split = plan.inline and plan.cpu_bound_for is not None
         # a request may be answered with answer_soon (see can_answer_soon)
         self.soon = plan.soon
         self._soon_done = None
@@ -366,10 +368,13 @@ class Session:
         done, self._soon_done = self._soon_done, None
         if exc is not None:
             done(self._service_failed(exc))
-        elif self._passes and type(response) is bytes:
-            done(response)
-        else:
-            done(self._send(response))
+            return
+        try:  # _send's first half, inline: this runs once per request
+            wire = self.protocol.send(response)
+        except TypeError as error:
+            done(self._unsendable(response, error))
+            return
+        done(wire if type(wire) is bytes else self._guard(wire))
 
     async def _pulled_in(self, pieces, threads):
         """A blocking service's streamed reply on an event loop: each piece is pulled on
@@ -405,9 +410,16 @@ class Session:
         try:
             wire = self.protocol.send(reply)
         except TypeError as exc:
-            log.error("service handle() for %s returned %s: %s; sent the service error reply",
-                      describe_peer(self.conn.peer), type(reply).__name__, exc)
-            return self.protocol.error_reply("service error")
+            return self._unsendable(reply, exc)
+        return self._guard(wire)
+
+    def _unsendable(self, reply, exc: TypeError) -> bytes:
+        log.error("service handle() for %s returned %s: %s; sent the service error reply",
+                  describe_peer(self.conn.peer), type(reply).__name__, exc)
+        return self.protocol.error_reply("service error")
+
+    def _guard(self, wire):
+        """A wire reply as the engine may write it: a stream of pieces guarded (``_guarded``)."""
         if type(wire) in (bytes, list, tuple):
             return wire
         if hasattr(wire, "__aiter__"):

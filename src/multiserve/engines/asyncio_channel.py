@@ -21,7 +21,7 @@ import asyncio
 import collections
 import logging
 
-from ..session import FAILED, PENDING, SETTLED
+from ..session import FAILED, PENDING, SETTLED, Interim
 from . import timeouts as deadlines
 from .base import LINGER_BYTES, LINGER_SECONDS, describe_error
 
@@ -104,12 +104,14 @@ class Channel(asyncio.Protocol):
         session = self.session
         requests = session.receive(data)
         if requests:
-            if self.worker is None and server.answer_inline and (session.inline or session.can_answer_inline(requests)):
+            if self.worker is not None or not server.answer_inline:
+                self._enqueue(requests)
+            elif session.inline or (session.inline_split and session.can_answer_inline(requests)):
                 reply = session.answer(requests[0]) if len(requests) == 1 else session.answer_all(requests)
                 self.write(reply) if type(reply) is bytes else self.transport.writelines(reply)
                 if server.on_request is not None:
                     server.on_request(len(requests))
-            elif self.worker is None and server.answer_inline and session.soon and session.can_answer_soon(requests):
+            elif session.soon and len(requests) == 1 and type(requests[0]) is not Interim:  # can_answer_soon, inline
                 self.worker = session.answer_soon(requests[0], self._answered)
             else:
                 self._enqueue(requests)
@@ -163,17 +165,29 @@ class Channel(asyncio.Protocol):
             self.worker = self.server.loop.create_task(self._work(reply))
             return
         self.write(reply)
-        self._replied()
+        # _replied(), inline: this runs once per request
+        if not self.session.protocol.keep_alive:
+            self.closing = True
+        self.active = True
+        server = self.server
+        if server.on_request is not None:
+            server.on_request(1)
         if self.queue:
-            self.worker = self.server.loop.create_task(self._work())
-        elif self.closing:
+            if self.reading_paused and self.write_paused_at is None and len(self.queue) < QUEUE_HIGH_WATER // 2:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            self.worker = server.loop.create_task(self._work())
+        elif self.reading_paused and self.write_paused_at is None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.closing and self.worker is None:
             self._close_now()
 
     def _replied(self):
         """After each reply is written: what the session says of the connection, the counts,
         and reading again once the queue is short."""
-        if not self.session.keep_alive:  # the reply ended the connection (the session's contract:
-            self.closing = True          # close once the replies are written)
+        if not self.session.protocol.keep_alive:  # the reply ended the connection (the session's
+            self.closing = True                   # contract: close once the replies are written)
         self.active = True
         server = self.server
         if server.on_request is not None:
