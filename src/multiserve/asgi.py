@@ -133,8 +133,7 @@ class ASGIService(Service):
         (the session's ``answer_soon``; ``handle_async`` is the same, awaited)."""
         loop = asyncio.get_running_loop()
         exchange = Exchange(loop, request.body, done)
-        task = exchange.task = loop.create_task(self.app(self.scope(request, conn), exchange.receive, exchange.send))
-        task.add_done_callback(exchange.app_done)
+        task = exchange.task = loop.create_task(exchange.run(self.app, self.scope(request, conn)))
         return task
 
     async def handle_async(self, request, conn) -> Response:
@@ -224,24 +223,39 @@ class Exchange:
         if not more and self.finished is not None and not self.finished.done():  # _finish(), inline
             self.finished.set_result(None)
 
-    def app_done(self, task) -> None:
-        if task.cancelled():  # abandoned (the client left): nobody waits for an answer
+    async def run(self, app, scope) -> None:
+        """The app's task: the app, then the answer from inside that task (a whole body, or an
+        error before the first piece), so no done-callback runs per request; a streamed
+        response's stream is woken instead. A cancelled app (the client left) answers nothing."""
+        try:
+            await app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
             self.done = None
-        elif self.done is not None:  # a whole body, or an error before the first piece: answer now
-            done, self.done = self.done, None
-            exc = task.exception()
-            if exc is None and self.start is None:
-                exc = RuntimeError("ASGI app returned without sending http.response.start")
-            if exc is not None:
-                done(None, exc)
+            raise
+        except Exception as exc:
+            if self.done is None:  # streamed: the error surfaces in the stream (its task's result)
+                self._wake_stream()
+                raise
+            error = exc
+        else:
+            if self.done is None:
+                self._wake_stream()
                 return
-            try:
-                response = _response(self.start, self.first)
-            except ValueError as error:
-                done(None, error)
-                return
+            error = None
+            if self.start is None:
+                error = RuntimeError("ASGI app returned without sending http.response.start")
+            else:
+                try:
+                    response = _response(self.start, self.first)
+                except ValueError as bad:
+                    error = bad
+        done, self.done = self.done, None
+        if error is not None:
+            done(None, error)
+        else:
             done(response, None)
-            return
+
+    def _wake_stream(self) -> None:
         if self.pieces is not None and not self.pieces.full():
             self.pieces.put_nowait(_DONE)  # wakes the stream if it waits for a piece
 
@@ -262,7 +276,7 @@ class Exchange:
             more = True
             while more:
                 if app_task.done() and self.pieces.empty():
-                    item = _DONE  # it ended while its last piece sat in the queue (app_done saw it full)
+                    item = _DONE  # it ended while its last piece sat in the queue (run saw it full)
                 else:
                     item = await self.pieces.get()
                 if item is _DONE:  # the app ended before its last piece
