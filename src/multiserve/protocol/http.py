@@ -70,6 +70,13 @@ HOP_BY_HOP = frozenset({b"connection", b"transfer-encoding", b"keep-alive"})
 # Content-Length is read and written once, hop-by-hop ones replaced, Server and Date kept
 _LENGTH, _HOP, _SERVER, _DATE = "length", "hop", "server", "date"
 _SERVER_OWNED = {b"content-length": _LENGTH, b"server": _SERVER, b"date": _DATE, **dict.fromkeys(HOP_BY_HOP, _HOP)}
+# the request headers that decide framing and the connection (on_headers_complete)
+_HOST, _TE, _CONNECTION, _EXPECT = "host", "te", "connection", "expect"
+_REQUEST_FIELDS = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _TE,
+                   b"connection": _CONNECTION, b"expect": _EXPECT}
+# Content-Length lines already formatted, for bodies under 4 KiB (bounded: at most 4096 entries)
+_LENGTH_LINES: dict = {}
+_LENGTH_LINES_MAX = 4096
 # status lines already formatted, by (status, reason); bounded, since an app may invent reasons
 _STATUS_LINES: dict = {}
 _STATUS_LINES_MAX = 1024
@@ -204,7 +211,7 @@ class HTTPProtocol(Protocol):
     __slots__ = ("max_header", "max_body", "date", "_parser", "_out", "_error", "_stopped",
                  "_closing", "_owed", "_answered", "_in_head", "_head_bytes", "_url", "_headers",
                  "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes", "settled",
-                 "_stamp", "_stamp_date")
+                 "_stamp", "_stamp_date", "_version")
 
     def __init__(self, max_header: int = DEFAULT_MAX_HEADER, max_body: int = DEFAULT_MAX_BODY, date=None):
         self.max_header = max_header
@@ -230,6 +237,7 @@ class HTTPProtocol(Protocol):
         # the connection starts closing (the engines' hot path reads it instead of status())
         self.settled = True
         self._stamp_date = self._stamp = None  # the Date and Server lines, remade when the date changes
+        self._version = "1.1"
 
     # -- the Protocol interface -------------------------------------------------------------
     def receive_data(self, data: bytes) -> list:
@@ -347,7 +355,12 @@ class HTTPProtocol(Protocol):
                 length = size
         chunked = False
         if length is not None:
-            lines.append(b"content-length: %d" % length)
+            line = _LENGTH_LINES.get(length)
+            if line is None:
+                line = b"content-length: %d" % length
+                if length < _LENGTH_LINES_MAX:
+                    _LENGTH_LINES[length] = line
+            lines.append(line)
         elif not head_only and has_body:
             if http10:
                 keep = False  # the body ends where the connection does
@@ -482,22 +495,26 @@ class HTTPProtocol(Protocol):
 
     def on_headers_complete(self):
         self._in_head = False
-        version = self._parser.get_http_version()
+        version = self._version = self._parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise Refused(505, f"HTTP/{version} is not supported")
         hosts = length = 0
         te = expect = None
         connection = []
+        framing = _REQUEST_FIELDS.get
         for name, value in self._headers:
-            if name == b"host":
+            field = framing(name)
+            if field is None:
+                continue
+            if field is _HOST:
                 hosts += 1
-            elif name == b"content-length":
+            elif field is _LENGTH:
                 length = int(value)  # llhttp checked: digits only, one header
-            elif name == b"transfer-encoding":
+            elif field is _TE:
                 te = value
-            elif name == b"connection":
+            elif field is _CONNECTION:
                 connection.append(value)
-            elif name == b"expect":
+            else:
                 expect = value
         if version == "1.1" and hosts != 1:
             raise Refused(400, "an HTTP/1.1 request needs exactly one Host header")
@@ -529,7 +546,7 @@ class HTTPProtocol(Protocol):
             return
         self._partial = False
         method = self._parser.get_method().decode("ascii")
-        version = self._parser.get_http_version()
+        version = self._version
         headers = self._headers
         body = self._body
         chunked = False
