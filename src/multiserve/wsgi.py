@@ -134,13 +134,17 @@ class WSGIService(Service):
     def environ(self, request, conn) -> dict:
         """The PEP 3333 environ of ``request`` (a :class:`~multiserve.protocol.http.Request`)."""
         env = self.base.copy()
-        try:
-            url = httptools.parse_url(request.target)  # origin-form, and absolute-form's path
-            path, query = url.path or b"/", url.query or b""
-        except httptools.HttpParserInvalidURLError:  # asterisk-form (OPTIONS *), authority-form
-            path, _, query = request.target.partition(b"?")
+        target = request.target
+        if target[:1] == b"/" and b"#" not in target:  # origin-form: what parse_url would give
+            path, _, query = target.partition(b"?")
+        else:
+            try:
+                url = httptools.parse_url(target)  # absolute-form's path
+                path, query = url.path or b"/", url.query or b""
+            except httptools.HttpParserInvalidURLError:  # asterisk-form (OPTIONS *), authority-form
+                path, _, query = target.partition(b"?")
         env["REQUEST_METHOD"] = request.method
-        env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+        env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
         env["QUERY_STRING"] = query.decode("latin-1")
         env["RAW_URI"] = request.target.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/" + request.version
