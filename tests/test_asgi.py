@@ -93,3 +93,35 @@ def test_app_mistakes_are_errors(messages, error):
 
     with pytest.raises((RuntimeError, ValueError), match=error):
         run(app)
+
+
+TARGETS = [b"/", b"/a/b", b"/a?x=1", b"/a?x=1?y", b"/p%20q", b"//double", b"/a;p=1?q", b"/?", b"/a#frag",
+           b"/a?x#f", b"http://h:8/abs?q=1", b"*", b"h:443", b"/%zz", b"/caf%C3%A9"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_scope_and_environ_split_every_target_as_parse_url_does(target):
+    """The fast path for origin-form targets (split at '?', no unquoting without '%') gives what
+    httptools.parse_url gives, in the ASGI scope and the WSGI environ alike."""
+    import httptools
+    from urllib.parse import unquote_to_bytes
+
+    from multiserve.wsgi import WSGIService
+
+    method = b"OPTIONS" if target == b"*" else b"CONNECT" if target == b"h:443" else b"GET"
+    raw = method + b" " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+    protocol = HTTPProtocol()
+    try:
+        [req] = protocol.receive_data(raw)
+    except ValueError:  # llhttp refused it (CONNECT is an upgrade): nothing to compare
+        pytest.skip(f"llhttp does not return {target!r} as a request")
+    try:
+        url = httptools.parse_url(target)
+        path, query = url.path or b"/", url.query or b""
+    except httptools.HttpParserInvalidURLError:
+        path, _, query = target.partition(b"?")
+    scope = ASGIService(None).scope(req, Connection(None))
+    assert (scope["raw_path"], scope["query_string"]) == (path, query)
+    assert scope["path"] == unquote_to_bytes(path).decode("utf-8", "replace")
+    environ = WSGIService(None).environ(req, Connection(None))
+    assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == (unquote_to_bytes(path).decode("latin-1"), query.decode("latin-1"))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from multiserve.protocol.base import Interim
+from multiserve.protocol.base import CLOSE, SETTLED, Interim
 from multiserve.protocol.http import CONTINUE, HTTPProtocol, Request, Response
 
 STREAM = (
@@ -33,10 +33,12 @@ def summary(items):
 
 
 def feed(chunks, **limits):
+    """Every chunk in turn; after each, the hot path's ``settled`` agrees with ``status()``."""
     protocol = HTTPProtocol(**limits)
     items = []
     for chunk in chunks:
         items += protocol.receive_data(chunk)
+        assert protocol.settled == (protocol.status() == SETTLED)
     return protocol, items
 
 
@@ -155,7 +157,9 @@ def answered(raw: bytes, response: Response):
     protocol = HTTPProtocol(date=lambda: DATE)
     protocol.receive_data(raw)
     wire = protocol.send(response)
-    return protocol, b"".join(wire) if not isinstance(wire, bytes) else wire
+    wire = b"".join(wire) if not isinstance(wire, bytes) else wire
+    assert protocol.settled == (protocol.status() == SETTLED)  # also once a response closes
+    return protocol, wire
 
 
 def parse_response(wire: bytes, head=False):
@@ -273,3 +277,17 @@ def test_send_refuses_what_is_not_a_response_before_committing():
 
 def test_continue_is_an_interim():
     assert CONTINUE.wire == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_settled_follows_a_response_that_ends_the_connection():
+    """The engines read ``settled`` after answering inline: a response that closes (the app's
+    ``Connection: close``) must turn it off, as ``status()`` says CLOSE."""
+    protocol = HTTPProtocol(date=lambda: DATE)
+    protocol.receive_data(GET)
+    assert protocol.settled
+    protocol.send(Response(200, "OK", [(b"connection", b"close")], b"x"))
+    assert not protocol.settled and protocol.status() == CLOSE
+    protocol = HTTPProtocol(date=lambda: DATE)
+    protocol.receive_data(GET)
+    assert protocol.error_reply("service error") and protocol.settled  # a 500 keeps a 1.1 connection
+    assert protocol.receive_eof() == [] and protocol.settled == (protocol.status() == SETTLED)

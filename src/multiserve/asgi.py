@@ -1,14 +1,16 @@
 """An ASGI 3 application (``http`` and ``lifespan`` scopes) as a multiserve service.
 
-The adapter offers only ``handle_async``, so the event-loop engines (``asyncio``, ``hybrid``'s
-workers) await the app on their loop; the other engines are refused at start (``ASGI_ENGINES``).
+The adapter offers only the coroutine call paths, so the event-loop engines (``asyncio``,
+``hybrid``'s workers) run the app on their loop: ``handle_soon`` starts the app's task and calls
+back with the response (one task per request, as uvicorn's; measured in docs/benchmarks.md), and
+``handle_async`` awaits the same; the other engines are refused at start (``ASGI_ENGINES``).
 The HTTP protocol parsed the request (body included, bounded by ``--max-body``) and writes the
 :class:`~multiserve.protocol.http.Response` returned here.
 
 - ``receive()`` gives the whole body as one ``http.request`` message, then waits until the
   response is sent and says ``http.disconnect``.
 - ``send()``: ``http.response.start``, then ``http.response.body`` messages. A response whose
-  first body message is its last is known whole (a Content-Length, one write) and returned once
+  first body message is its last is known whole (a Content-Length, one write) and answered once
   the app returns, so an app error up to there is a plain 500. Otherwise the response streams:
   each later body message is handed to the engine as it comes, and the app's ``send`` waits
   until the previous piece was taken (backpressure: nothing accumulates here); an error after
@@ -40,6 +42,8 @@ ASGI_ENGINES = ("asyncio", "hybrid", "multiloop")
 _BAD_NAME = re.compile(rb'[\x00-\x20\x7f()<>@,;:\[\]={}\\"/?]')
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _DONE = object()
+# the reason phrase of each status: HTTPStatus(status) is an enum look-up through Python code
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 class ASGIService(Service):
@@ -95,11 +99,15 @@ class ASGIService(Service):
 
     # -- http -----------------------------------------------------------------------------------
     def scope(self, request, conn) -> dict:
-        try:
-            url = httptools.parse_url(request.target)
-            raw_path, query = url.path or b"/", url.query or b""
-        except httptools.HttpParserInvalidURLError:  # asterisk- or authority-form
-            raw_path, _, query = request.target.partition(b"?")
+        target = request.target
+        if target[:1] == b"/" and b"#" not in target:  # origin-form, what parse_url would give
+            raw_path, _, query = target.partition(b"?")
+        else:
+            try:
+                url = httptools.parse_url(target)
+                raw_path, query = url.path or b"/", url.query or b""
+            except httptools.HttpParserInvalidURLError:  # asterisk- or authority-form
+                raw_path, _, query = target.partition(b"?")
         peer = conn.peer if conn is not None else None
         return {
             "type": "http",
@@ -107,7 +115,7 @@ class ASGIService(Service):
             "http_version": request.version,
             "method": request.method,
             "scheme": "http",
-            "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+            "path": (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8", "replace"),
             "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
@@ -117,50 +125,63 @@ class ASGIService(Service):
             "state": dict(self.state),
         }
 
-    async def handle_async(self, request, conn) -> Response:
+    def handle_soon(self, request, conn, done):
+        """Start the app on ``request``; ``done(response, exc)`` is called once on the loop, with
+        the :class:`Response` (whole, or streaming as soon as the first piece is in) or the
+        exception that stands for a 500. Returns the app's task (cancel it to abandon the
+        request: ``done`` is then never called). One task per request, none of the server's
+        (the session's ``answer_soon``; ``handle_async`` is the same, awaited)."""
         loop = asyncio.get_running_loop()
-        exchange = Exchange(loop, request.body)
-        app_task = loop.create_task(self.app(self.scope(request, conn), exchange.receive, exchange.send))
-        app_task.add_done_callback(exchange.app_done)
+        exchange = Exchange(loop, request.body, done)
+        task = exchange.task = loop.create_task(exchange.run(self.app, self.scope(request, conn)))
+        return task
+
+    async def handle_async(self, request, conn) -> Response:
+        answer = asyncio.get_running_loop().create_future()
+
+        def done(response, exc):
+            if not answer.done():
+                answer.set_result(response) if exc is None else answer.set_exception(exc)
+
+        app_task = self.handle_soon(request, conn, done)
         try:
-            await exchange.ready  # the first body message, or the app's end
-            if exchange.more:  # streamed: the rest is pulled as the engine writes
-                return self._response(exchange.start, exchange.stream(app_task))
-            if not app_task.done():
-                await app_task  # an error up to the app's return is still a 500
-            app_task.result()
-            if exchange.start is None:
-                raise RuntimeError("ASGI app returned without sending http.response.start")
-            return self._response(exchange.start, exchange.first)
+            return await answer
         except BaseException:
             app_task.cancel()
             raise
 
-    @staticmethod
-    def _response(start, body) -> Response:
-        status = int(start["status"])
-        headers = [(bytes(name), bytes(value)) for name, value in start.get("headers", ())]
-        for name, value in headers:
-            if _BAD_NAME.search(name) or _BAD_VALUE.search(value) or not name:
-                raise ValueError(f"invalid response header {name!r}: {value!r}")
-        return Response(status, _reason(status), headers, body)
+
+def _response(start, body) -> Response:
+    status = int(start["status"])
+    headers = []
+    bad_name, bad_value = _BAD_NAME.search, _BAD_VALUE.search
+    for name, value in start.get("headers", ()):
+        name, value = bytes(name), bytes(value)
+        if bad_name(name) or bad_value(value) or not name:
+            raise ValueError(f"invalid response header {name!r}: {value!r}")
+        headers.append((name, value))
+    return Response(status, _REASONS.get(status, ""), headers, body)
 
 
 class Exchange:
-    """One request's ``receive``/``send`` pair and what the app sent. ``ready`` resolves at the
-    first body message (``more``: more follow) or when the app ends; later pieces wait in a
-    one-slot queue, so the app's ``send`` waits for the engine to take each (backpressure)."""
+    """One request's ``receive``/``send`` pair and what the app sent. ``done`` gets the response
+    when the app ends (a whole body: its first body message was its last), or at the first body
+    message when more follow (streamed); later pieces wait in a one-slot queue, so the app's
+    ``send`` waits for the engine to take each (backpressure)."""
 
-    __slots__ = ("loop", "body", "body_given", "start", "first", "more", "ready", "pieces", "finished")
+    __slots__ = ("loop", "body", "body_given", "start", "first", "more", "sent", "done", "task", "pieces",
+                 "finished")
 
-    def __init__(self, loop, body: bytes):
+    def __init__(self, loop, body: bytes, done):
         self.loop = loop
         self.body = body
         self.body_given = False
         self.start = None
         self.first = b""
         self.more = False
-        self.ready = loop.create_future()
+        self.sent = False  # the first body message is in
+        self.done = done   # None once called
+        self.task = None
         self.pieces = None  # an asyncio.Queue(1) once the response streams
         self.finished = None  # what receive() waits on after the body: the response is done
 
@@ -170,7 +191,7 @@ class Exchange:
             return {"type": "http.request", "body": self.body, "more_body": False}
         if self.finished is None:
             self.finished = self.loop.create_future()
-            if self.ready.done() and not self.more:
+            if self.sent and not self.more:
                 self.finished.set_result(None)
         await asyncio.shield(self.finished)
         return {"type": "http.disconnect"}
@@ -188,37 +209,74 @@ class Exchange:
             raise RuntimeError("ASGI app sent http.response.body before http.response.start")
         more = message.get("more_body", False)
         body = bytes(message.get("body", b""))
-        if not self.ready.done():
+        if not self.sent:
+            self.sent = True
             self.first, self.more = body, more
-            if more:
+            if more:  # streamed: the engine has it now and pulls the rest (a bad header raises here)
+                response = _response(self.start, self.stream())
                 self.pieces = asyncio.Queue(1)
-            self.ready.set_result(None)
+                self._answer(response, None)
         elif self.pieces is None:
             raise RuntimeError("ASGI app sent a body after its last piece")
         else:
             await self.pieces.put((body, more))
-        if not more:
-            self._finish()
+        if not more and self.finished is not None and not self.finished.done():  # _finish(), inline
+            self.finished.set_result(None)
 
-    def app_done(self, task) -> None:
-        if not self.ready.done():
-            self.ready.set_result(None)
-        elif self.pieces is not None and not self.pieces.full():
+    async def run(self, app, scope) -> None:
+        """The app's task: the app, then the answer from inside that task (a whole body, or an
+        error before the first piece), so no done-callback runs per request; a streamed
+        response's stream is woken instead. A cancelled app (the client left) answers nothing."""
+        try:
+            await app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self.done = None
+            raise
+        except Exception as exc:
+            if self.done is None:  # streamed: the error surfaces in the stream (its task's result)
+                self._wake_stream()
+                raise
+            error = exc
+        else:
+            if self.done is None:
+                self._wake_stream()
+                return
+            error = None
+            if self.start is None:
+                error = RuntimeError("ASGI app returned without sending http.response.start")
+            else:
+                try:
+                    response = _response(self.start, self.first)
+                except ValueError as bad:
+                    error = bad
+        done, self.done = self.done, None
+        if error is not None:
+            done(None, error)
+        else:
+            done(response, None)
+
+    def _wake_stream(self) -> None:
+        if self.pieces is not None and not self.pieces.full():
             self.pieces.put_nowait(_DONE)  # wakes the stream if it waits for a piece
+
+    def _answer(self, response, exc) -> None:
+        done, self.done = self.done, None
+        done(response, exc)
 
     def _finish(self) -> None:
         if self.finished is not None and not self.finished.done():
             self.finished.set_result(None)
 
-    async def stream(self, app_task):
+    async def stream(self):
         """The streamed body: the first piece, then each one the app sends; the app's error
         surfaces here (the stream is cut); the app is cancelled if the engine stops early."""
+        app_task = self.task
         try:
             yield self.first
             more = True
             while more:
                 if app_task.done() and self.pieces.empty():
-                    item = _DONE  # it ended while its last piece sat in the queue (app_done saw it full)
+                    item = _DONE  # it ended while its last piece sat in the queue (run saw it full)
                 else:
                     item = await self.pieces.get()
                 if item is _DONE:  # the app ended before its last piece
@@ -236,8 +294,4 @@ class Exchange:
                 app_task.cancel()
 
 
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+

@@ -6,7 +6,9 @@ accepted connection, calls ``make_session(peer)``; then, for that connection::
     greeting = session.start()         # None, or a final reply (setup() failed): send it, close
     requests = session.receive(data)   # after every read; [] until a request is complete
     reply = session.answer(request)    # on the engine's call path, in order (or answer_all,
-                                       # or ``await session.answer_async(request, pools)``)
+                                       # or ``await session.answer_async(request, pools)``, or
+                                       # ``session.answer_soon(request, done)`` when
+                                       # ``session.can_answer_soon(requests)``: no engine task)
     session.status()                   # after a receive: SETTLED, PENDING (a request begun: the
                                        # request timeout runs), FAILED (send session.error.reply,
                                        # close) or CLOSE (not keep-alive: close once written);
@@ -109,13 +111,16 @@ class CallPlan:
     ``cpu``: CPU-bound; engines with a process pool send it there.
     ``coroutine``: the service offers ``handle_async``; event-loop engines await it.
     ``split``: the service names CPU-bound requests one by one (``cpu_bound_for``).
+    ``soon``: a coroutine service that also offers ``handle_soon(request, conn, done)`` (the ASGI
+    adapter): it starts its own task and calls back, so an event-loop engine needs none per request.
     """
 
-    __slots__ = ("sync", "coroutine", "cpu", "inline", "blocking", "split", "cpu_bound_for")
+    __slots__ = ("sync", "coroutine", "cpu", "inline", "blocking", "split", "cpu_bound_for", "soon")
 
     def __init__(self, service):
         self.sync = has_sync_handle(service)
         self.coroutine = has_async_handle(service)
+        self.soon = self.coroutine and not self.sync and callable(getattr(service, "handle_soon", None))
         self.cpu = bool(getattr(service, "cpu_bound", False)) and self.sync
         self.split = self.sync and overrides(service, "cpu_bound_for")
         self.cpu_bound_for = service.cpu_bound_for if self.split else None
@@ -210,7 +215,7 @@ class Session:
     """
 
     __slots__ = ("service", "protocol", "conn", "plan", "requests", "errored", "receive", "status", "inline",
-                 "_call", "_passes", "_started", "_finished", "_run_coroutine_with")
+                 "inline_split", "soon", "_call", "_passes", "_started", "_finished", "_run_coroutine_with", "_soon_done")
 
     def __init__(self, service, protocol, peer=None, plan: CallPlan | None = None,
                  run_coroutine=run_coroutine_here):
@@ -226,6 +231,11 @@ class Session:
         self.status = protocol.status
         # every request may be answered where its bytes arrived (see can_answer_inline)
         self.inline = plan.inline and plan.cpu_bound_for is None
+        # some requests may be answered inline (see can_answer_inline): only then is it worth asking
+        self.inline_split = plan.inline and plan.cpu_bound_for is not None
+        # a request may be answered with answer_soon (see can_answer_soon)
+        self.soon = plan.soon
+        self._soon_done = None
         self._run_coroutine_with = run_coroutine
         self._call = service.handle if plan.sync else self._run_coroutine
         self._passes = protocol.passes_bytes
@@ -304,6 +314,11 @@ class Session:
         plan = self.plan
         return plan.inline and (plan.cpu_bound_for is None or not any(map(plan.cpu_bound_for, requests)))
 
+    def can_answer_soon(self, requests) -> bool:
+        """True if ``requests`` is one request that ``answer_soon`` may answer (a service that
+        calls back, and no interim reply among them)."""
+        return self.soon and len(requests) == 1 and type(requests[0]) is not Interim
+
     # -- answering --------------------------------------------------------------------------
     def answer(self, request):
         """The reply to ``request``, computed on the calling thread (which it may block)."""
@@ -355,6 +370,34 @@ class Session:
             return self._pulled_in(wire, pools.threads)
         return wire
 
+    def answer_soon(self, request, done):
+        """On an event loop, when ``can_answer_soon``: start answering ``request`` without a task
+        of the engine's. ``done(reply)`` is called once, later, on the loop, with what
+        ``answer_async`` would have returned (the same counting and error replies); never if the
+        returned handle's ``cancel()`` is called first (the client left). One request at a time
+        per session."""
+        self.requests += 1
+        self._soon_done = done
+        try:
+            return self.service.handle_soon(request, self.conn, self._answered_soon)
+        except Exception as exc:
+            import asyncio  # only on event-loop engines
+
+            self._soon_done = None
+            return asyncio.get_running_loop().call_soon(done, self._service_failed(exc))
+
+    def _answered_soon(self, response, exc) -> None:
+        done, self._soon_done = self._soon_done, None
+        if exc is not None:
+            done(self._service_failed(exc))
+            return
+        try:  # _send's first half, inline: this runs once per request
+            wire = self.protocol.send(response)
+        except TypeError as error:
+            done(self._unsendable(response, error))
+            return
+        done(wire if type(wire) is bytes else self._guard(wire))
+
     async def _pulled_in(self, pieces, threads):
         """A blocking service's streamed reply on an event loop: each piece is pulled on
         ``threads``, where the service's code runs (a WSGI body's generator may block between
@@ -389,9 +432,16 @@ class Session:
         try:
             wire = self.protocol.send(reply)
         except TypeError as exc:
-            log.error("service handle() for %s returned %s: %s; sent the service error reply",
-                      describe_peer(self.conn.peer), type(reply).__name__, exc)
-            return self.protocol.error_reply("service error")
+            return self._unsendable(reply, exc)
+        return self._guard(wire)
+
+    def _unsendable(self, reply, exc: TypeError) -> bytes:
+        log.error("service handle() for %s returned %s: %s; sent the service error reply",
+                  describe_peer(self.conn.peer), type(reply).__name__, exc)
+        return self.protocol.error_reply("service error")
+
+    def _guard(self, wire):
+        """A wire reply as the engine may write it: a stream of pieces guarded (``_guarded``)."""
         if type(wire) in (bytes, list, tuple):
             return wire
         if hasattr(wire, "__aiter__"):

@@ -88,6 +88,21 @@ class StartResponse:
         self.written.append(data)
 
 
+# The environ key of each request header name seen (lower-cased bytes -> "HTTP_USER_AGENT",
+# "" for a name holding "_"), made once per name rather than per request; bounded, since
+# clients choose the names.
+_CONTENT_TYPE, _CONTENT_LENGTH, _HTTP_HOST = "CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_HOST"
+_ENVIRON_KEYS = {b"content-type": _CONTENT_TYPE, b"content-length": _CONTENT_LENGTH, b"host": _HTTP_HOST}
+_ENVIRON_KEYS_MAX = 1024
+
+
+def _environ_key(name: bytes) -> str:
+    key = "" if b"_" in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+    if len(_ENVIRON_KEYS) < _ENVIRON_KEYS_MAX:
+        _ENVIRON_KEYS[name] = key
+    return key
+
+
 def _close_quietly(result) -> None:
     close = getattr(result, "close", None)
     if close is not None:
@@ -134,13 +149,17 @@ class WSGIService(Service):
     def environ(self, request, conn) -> dict:
         """The PEP 3333 environ of ``request`` (a :class:`~multiserve.protocol.http.Request`)."""
         env = self.base.copy()
-        try:
-            url = httptools.parse_url(request.target)  # origin-form, and absolute-form's path
-            path, query = url.path or b"/", url.query or b""
-        except httptools.HttpParserInvalidURLError:  # asterisk-form (OPTIONS *), authority-form
-            path, _, query = request.target.partition(b"?")
+        target = request.target
+        if target[:1] == b"/" and b"#" not in target:  # origin-form: what parse_url would give
+            path, _, query = target.partition(b"?")
+        else:
+            try:
+                url = httptools.parse_url(target)  # absolute-form's path
+                path, query = url.path or b"/", url.query or b""
+            except httptools.HttpParserInvalidURLError:  # asterisk-form (OPTIONS *), authority-form
+                path, _, query = target.partition(b"?")
         env["REQUEST_METHOD"] = request.method
-        env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+        env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
         env["QUERY_STRING"] = query.decode("latin-1")
         env["RAW_URI"] = request.target.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/" + request.version
@@ -148,22 +167,22 @@ class WSGIService(Service):
         if isinstance(peer, tuple) and len(peer) >= 2:
             env["REMOTE_ADDR"] = str(peer[0])
             env["REMOTE_PORT"] = str(peer[1])
+        keys = _ENVIRON_KEYS
         for name, value in request.headers:
-            if b"_" in name:
+            key = keys.get(name)
+            if key is None:
+                key = _environ_key(name)
+            if not key:  # a name with "_": dropped
                 continue
             text = value.decode("latin-1")
-            if name == b"content-type":
-                env["CONTENT_TYPE"] = text
+            if key is _CONTENT_TYPE or key is _CONTENT_LENGTH:
+                env[key] = text
                 continue
-            if name == b"content-length":
-                env["CONTENT_LENGTH"] = text
-                continue
-            if name == b"host":
+            if key is _HTTP_HOST:
                 host, _, port = text.rpartition(":") if text.rfind(":") > text.rfind("]") else (text, "", "")
                 env["SERVER_NAME"] = host
                 if port:
                     env["SERVER_PORT"] = port
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
             env[key] = env[key] + "," + text if key in env else text
         if request.chunked:
             env["CONTENT_LENGTH"] = str(len(request.body))

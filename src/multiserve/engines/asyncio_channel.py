@@ -2,9 +2,12 @@
 
 A protocol object rather than streams: a request that a cheap, non-blocking service answers is
 answered inside ``data_received`` with no task, future or buffer copy, which is where the stream
-API spends its time. Anything else goes through one worker coroutine per connection
-(``_work``), so replies stay in request order: ``session.answer_async`` awaits coroutine
-services and runs blocking and CPU-bound ones in the server's pools.
+API spends its time. A lone request to a service that calls back (``session.answer_soon``: an
+ASGI app, whose own task is the only one per request) is answered in ``_answered``, a callback.
+Anything else goes through one worker coroutine per connection (``_work``), so replies stay in
+request order: ``session.answer_async`` awaits coroutine services and runs blocking and
+CPU-bound ones in the server's pools. ``worker`` is whichever is in flight (a task, or the
+service's handle): requests that arrive meanwhile queue behind it.
 
 Timeouts cost no timer and no clock read per request: ``data_received`` only marks the
 connection ``active``, and the server's one sweeper (every quarter of the shortest timeout at
@@ -18,7 +21,7 @@ import asyncio
 import collections
 import logging
 
-from ..session import FAILED, PENDING, SETTLED
+from ..session import FAILED, PENDING, SETTLED, Interim
 from . import timeouts as deadlines
 from .base import LINGER_BYTES, LINGER_SECONDS, describe_error
 
@@ -114,11 +117,15 @@ class Channel(asyncio.Protocol):
         session = self.session
         requests = session.receive(data)
         if requests:
-            if self.worker is None and server.answer_inline and (session.inline or session.can_answer_inline(requests)):
+            if self.worker is not None or not server.answer_inline:
+                self._enqueue(requests)
+            elif session.inline or (session.inline_split and session.can_answer_inline(requests)):
                 reply = session.answer(requests[0]) if len(requests) == 1 else session.answer_all(requests)
                 self.write(reply) if type(reply) is bytes else self.transport.writelines(reply)
                 if server.on_request is not None:
                     server.on_request(len(requests))
+            elif session.soon and len(requests) == 1 and type(requests[0]) is not Interim:  # can_answer_soon, inline
+                self.worker = session.answer_soon(requests[0], self._answered)
             else:
                 self._enqueue(requests)
         status = SETTLED if session.protocol.settled else session.status()
@@ -161,23 +168,67 @@ class Channel(asyncio.Protocol):
         if self.worker is None:
             self.worker = self.server.loop.create_task(self._work())
 
-    async def _work(self):
+    def _answered(self, reply):
+        """``session.answer_soon``'s callback: write the reply (a whole one here; a streamed one
+        by the worker), then go on as ``_work`` does after a reply."""
+        self.worker = None
+        if self.transport.is_closing():
+            return
+        if type(reply) is not bytes:  # pieces, written with backpressure: the worker's job
+            if self.queue is None:
+                self.queue = collections.deque()
+            self.worker = self.server.loop.create_task(self._work(reply))
+            return
+        self.write(reply)
+        # _replied(), inline: this runs once per request
+        if not self.session.protocol.keep_alive:
+            self.closing = True
+        self.active = True
+        server = self.server
+        if server.on_request is not None:
+            server.on_request(1)
+        if self.queue:
+            if self.reading_paused and self.write_paused_at is None and len(self.queue) < QUEUE_HIGH_WATER // 2 \
+                    and not self.handing:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            self.worker = server.loop.create_task(self._work())
+        elif self.reading_paused and self.write_paused_at is None and not self.handing:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.worker is None:
+            if self.closing:
+                self._close_now()
+            elif self.handing:  # retiring: this was the reply try_hand_off waited for
+                self.try_hand_off()
+
+    def _replied(self):
+        """After each reply is written: what the session says of the connection, the counts,
+        and reading again once the queue is short."""
+        if not self.session.protocol.keep_alive:  # the reply ended the connection (the session's
+            self.closing = True                   # contract: close once the replies are written)
+        self.active = True
+        server = self.server
+        if server.on_request is not None:
+            server.on_request(1)
+        if self.reading_paused and self.write_paused_at is None and not self.handing \
+                and (self.queue is None or len(self.queue) < QUEUE_HIGH_WATER // 2):
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    async def _work(self, reply=None):
+        """Answer the queue in order; ``reply``: one to write first (``_answered``'s streamed one)."""
         server, session, queue = self.server, self.session, self.queue
         try:
+            if reply is not None:
+                await self._write(reply)
+                self._replied()
             while queue:
                 reply = await session.answer_async(queue.popleft(), server.pools)
                 if self.transport.is_closing():
                     return
                 await self._write(reply)
-                if not session.keep_alive:  # the reply ended the connection (the session's contract:
-                    self.closing = True     # close once the replies are written)
-                self.active = True
-                if server.on_request is not None:
-                    server.on_request(1)
-                if self.reading_paused and len(queue) < QUEUE_HIGH_WATER // 2 and self.write_paused_at is None \
-                        and not self.handing:
-                    self.reading_paused = False
-                    self.transport.resume_reading()
+                self._replied()
         finally:
             self.worker = None
         if self.closing:

@@ -67,6 +67,27 @@ CONTINUE = Interim(b"HTTP/1.1 100 Continue\r\n\r\n")
 NO_BODY_STATUS = frozenset({204, 304})
 # response headers the server owns (framing and connection management, RFC 9110 7.6.1)
 HOP_BY_HOP = frozenset({b"connection", b"transfer-encoding", b"keep-alive"})
+# what send() does with an app's header, by its lower-cased name (one dict look-up per header):
+# Content-Length is read and written once, hop-by-hop ones replaced, Server and Date kept
+_LENGTH, _HOP, _SERVER, _DATE = "length", "hop", "server", "date"
+_SERVER_OWNED = {b"content-length": _LENGTH, b"server": _SERVER, b"date": _DATE, **dict.fromkeys(HOP_BY_HOP, _HOP)}
+# the request headers that decide framing and the connection (on_headers_complete)
+_HOST, _TE, _CONNECTION, _EXPECT = "host", "te", "connection", "expect"
+_REQUEST_FIELDS = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _TE,
+                   b"connection": _CONNECTION, b"expect": _EXPECT}
+# Content-Length lines already formatted, for bodies under 4 KiB (bounded: at most 4096 entries)
+_LENGTH_LINES: dict = {}
+_LENGTH_LINES_MAX = 4096
+# status lines already formatted, by (status, reason); bounded, since an app may invent reasons
+_STATUS_LINES: dict = {}
+_STATUS_LINES_MAX = 1024
+
+
+def _status_line(status: int, reason: str) -> bytes:
+    line = b"HTTP/1.1 %d %s" % (status, reason.encode("latin-1"))
+    if len(_STATUS_LINES) < _STATUS_LINES_MAX:
+        _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 class Request:
@@ -191,7 +212,8 @@ class HTTPProtocol(Protocol):
     access_log = "request"
     __slots__ = ("max_header", "max_body", "date", "_parser", "_out", "_error", "_stopped",
                  "_closing", "_owed", "_answered", "_in_head", "_head_bytes", "_url", "_headers",
-                 "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes")
+                 "_body", "_body_size", "_partial", "_keep", "_cut", "_seen_bytes", "settled",
+                 "_stamp", "_stamp_date", "_version")
 
     def __init__(self, max_header: int = DEFAULT_MAX_HEADER, max_body: int = DEFAULT_MAX_BODY, date=None):
         self.max_header = max_header
@@ -213,6 +235,11 @@ class HTTPProtocol(Protocol):
         self._headers = []
         self._body = None
         self._body_size = 0
+        # == (status() == SETTLED), kept by receive_data and receive_eof, and cleared wherever
+        # the connection starts closing (the engines' hot path reads it instead of status())
+        self.settled = True
+        self._stamp_date = self._stamp = None  # the Date and Server lines, remade when the date changes
+        self._version = "1.1"
 
     # -- the Protocol interface -------------------------------------------------------------
     def receive_data(self, data: bytes) -> list:
@@ -244,10 +271,12 @@ class HTTPProtocol(Protocol):
             self._head_bytes = self._head_bytes + len(data) if head_continues else self._seen_bytes
             if self._head_bytes > self.max_header:
                 self._refuse(431, f"request line and headers over {self.max_header} bytes")
+        self.settled = self._error is None and not self._closing and not (self._partial and not self._stopped)
         return out
 
     def receive_eof(self) -> list:
         self._stopped = True
+        self.settled = self._error is None and not self._closing
         return []
 
     @property
@@ -270,29 +299,36 @@ class HTTPProtocol(Protocol):
         if type(response) is not Response:
             raise TypeError(f"an HTTP reply must be a multiserve.protocol.http.Response, not {type(response).__name__}")
         status = response.status
-        lines = [b"HTTP/1.1 %d %s" % (status, response.reason.encode("latin-1"))]
+        status_line = _STATUS_LINES.get((status, response.reason))
+        if status_line is None:
+            status_line = _status_line(status, response.reason)
+        lines = [status_line]
         length = None
         server = date = app_closes = False
+        owned = _SERVER_OWNED.get
         for name, value in response.headers:
-            lower = name.lower()
-            if lower == b"content-length":
+            kind = owned(name.lower())
+            if kind is None:
+                lines.append(name + b": " + value)
+            elif kind is _LENGTH:
                 try:
                     length = int(value)
                 except ValueError:
                     raise TypeError(f"bad content-length {value!r}") from None
-                continue  # written below, once
-            elif lower in HOP_BY_HOP:
-                if lower == b"connection" and b"close" in _tokens([value]):
+                # written below, once
+            elif kind is _HOP:
+                if name.lower() == b"connection" and b"close" in _tokens([value]):
                     app_closes = True
-                continue
-            elif lower == b"server":
-                server = True
-            elif lower == b"date":
-                date = True
-            lines.append(name + b": " + value)
+            else:
+                if kind is _SERVER:
+                    server = True
+                else:
+                    date = True
+                lines.append(name + b": " + value)
         body = response.body
-        known = type(body) in (bytes, list, tuple)
-        if known and type(body) is not bytes and not all(type(piece) is bytes for piece in body):
+        body_type = type(body)
+        known = body_type is bytes or body_type is list or body_type is tuple
+        if known and body_type is not bytes and not all(type(piece) is bytes for piece in body):
             raise TypeError("a response body must be bytes pieces")
         # committed from here on
         head_only, keep, http10 = self._owed.popleft() if self._owed else (False, False, False)
@@ -303,42 +339,64 @@ class HTTPProtocol(Protocol):
             if response.close is not None:
                 response.close()
             return b""
-        if not date:
+        if not (date or server):
+            now = self.date()
+            if now is not self._stamp_date:  # a new second (the clock formats once per second)
+                self._stamp_date = now
+                self._stamp = b"date: " + now + b"\r\nserver: " + SERVER
+            lines.append(self._stamp)
+        elif not date:
             lines.append(b"date: " + self.date())
-        if not server:
+        elif not server:
             lines.append(b"server: " + SERVER)
-        no_body = head_only or status in NO_BODY_STATUS or status < 200
-        if length is None and known and status not in NO_BODY_STATUS and status >= 200:
-            length = len(body) if type(body) is bytes else sum(map(len, body))
+        has_body = status >= 200 and status not in NO_BODY_STATUS
+        size = None
+        if known and has_body:
+            size = len(body) if body_type is bytes else sum(map(len, body))
+            if length is None:
+                length = size
         chunked = False
         if length is not None:
-            lines.append(b"content-length: %d" % length)
-        elif not no_body:
+            line = _LENGTH_LINES.get(length)
+            if line is None:
+                line = b"content-length: %d" % length
+                if length < _LENGTH_LINES_MAX:
+                    _LENGTH_LINES[length] = line
+            lines.append(line)
+        elif not head_only and has_body:
             if http10:
                 keep = False  # the body ends where the connection does
             else:
                 chunked = True
                 lines.append(b"transfer-encoding: chunked")
-        elif head_only and status >= 200 and status not in NO_BODY_STATUS:
+        elif head_only and has_body:
             lines.append(b"transfer-encoding: chunked")  # what a GET would get (RFC 9110 9.3.2)
         if app_closes:
             keep = False
         if not keep:
             self._closing = self._stopped = self._cut = True
+            self.settled = False
             lines.append(b"connection: close")
         elif http10:
             lines.append(b"connection: keep-alive")
-        head = b"\r\n".join(lines) + b"\r\n\r\n"
-        if no_body:
+        lines.append(b"")
+        if head_only or not has_body:
+            lines.append(b"")
             if response.close is not None:
                 response.close()
-            return head
-        if known and response.close is None:
-            size = len(body) if type(body) is bytes else sum(map(len, body))
-            if size == length:
-                if type(body) is bytes:
-                    return head + body if length < JOIN_LIMIT else [head, body]
-                return b"".join([head, *body]) if length < JOIN_LIMIT else [head, *body]
+            return b"\r\n".join(lines)
+        if known and size == length and response.close is None:  # known whole, exactly as long as it says
+            if body_type is bytes:
+                if length < JOIN_LIMIT:
+                    lines.append(body)  # head and body in one join: one copy
+                    return b"\r\n".join(lines)
+                lines.append(b"")
+                return [b"\r\n".join(lines), body]
+            lines.append(b"")
+            head = b"\r\n".join(lines)
+            return b"".join([head, *body]) if length < JOIN_LIMIT else [head, *body]
+        lines.append(b"")
+        head = b"\r\n".join(lines)
         if type(body) is bytes:
             body = [body]
         if hasattr(body, "__aiter__"):
@@ -353,9 +411,11 @@ class HTTPProtocol(Protocol):
                 return b""  # an earlier response ended the connection: nothing more may be written
             if not keep:
                 self._closing = self._stopped = self._cut = True
+                self.settled = False
             return simple_response(500, SERVICE_ERROR, self.date(), close=not keep, head=head_only)
         if reason == "request timeout" and self._answered == 0 and not self._owed:
             self._closing = self._stopped = True
+            self.settled = False
             return simple_response(408, "request timeout", self.date(), close=True)
         return None
 
@@ -394,6 +454,7 @@ class HTTPProtocol(Protocol):
         finally:
             if not framer.complete:
                 self._closing = self._stopped = self._cut = True
+                self.settled = False
             if close is not None:
                 close()
 
@@ -412,6 +473,7 @@ class HTTPProtocol(Protocol):
         finally:
             if not framer.complete:
                 self._closing = self._stopped = self._cut = True
+                self.settled = False
             aclose = getattr(body, "aclose", None)
             if aclose is not None:  # leaving ``async for`` early does not close the body
                 await aclose()
@@ -421,11 +483,13 @@ class HTTPProtocol(Protocol):
     # -- errors ---------------------------------------------------------------------------------
     def _refuse(self, status: int, reason: str) -> None:
         self._stopped = self._closing = True
+        self.settled = False
         self._partial = False
         self._error = ProtocolError(simple_response(status, reason, self.date(), close=True), f"HTTP {status}: {reason}")
 
     def _stop_after_last(self) -> None:
         self._stopped = self._closing = True
+        self.settled = False
         self._partial = False
 
     # -- httptools callbacks (called inside feed_data) ------------------------------------------
@@ -452,22 +516,26 @@ class HTTPProtocol(Protocol):
 
     def on_headers_complete(self):
         self._in_head = False
-        version = self._parser.get_http_version()
+        version = self._version = self._parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise Refused(505, f"HTTP/{version} is not supported")
         hosts = length = 0
         te = expect = None
         connection = []
+        framing = _REQUEST_FIELDS.get
         for name, value in self._headers:
-            if name == b"host":
+            field = framing(name)
+            if field is None:
+                continue
+            if field is _HOST:
                 hosts += 1
-            elif name == b"content-length":
+            elif field is _LENGTH:
                 length = int(value)  # llhttp checked: digits only, one header
-            elif name == b"transfer-encoding":
+            elif field is _TE:
                 te = value
-            elif name == b"connection":
+            elif field is _CONNECTION:
                 connection.append(value)
-            elif name == b"expect":
+            else:
                 expect = value
         if version == "1.1" and hosts != 1:
             raise Refused(400, "an HTTP/1.1 request needs exactly one Host header")
@@ -499,7 +567,7 @@ class HTTPProtocol(Protocol):
             return
         self._partial = False
         method = self._parser.get_method().decode("ascii")
-        version = self._parser.get_http_version()
+        version = self._version
         headers = self._headers
         body = self._body
         chunked = False
