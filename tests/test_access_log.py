@@ -16,12 +16,14 @@ import sys
 import pytest
 
 from multiserve import access_log
+from multiserve.asgi import ASGI_ENGINES
 from multiserve.engines import ENGINES
 from multiserve.testing.server_process import running_server
 
 pytestmark = pytest.mark.timeout(120)
 CLIENTS, REQUESTS_EACH = 3, 4
 APP = "multiserve.testing.wsgi_apps:app"
+ASGI_APP = "multiserve.testing.asgi_apps:app"
 CLF = re.compile(r'^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] "(.*)" (\d{3}) (\d+|-) (\d+\.\d{6})$')
 CONNECTION = re.compile(r'^127\.0\.0\.1:(\d+) requests=(\d+) in=(\d+) out=(\d+) duration=(\d+\.\d{6}) closed="(.*)"$')
 
@@ -202,3 +204,14 @@ def test_lines_are_written_whole_in_pipe_sized_writes(tmp_path):
 def test_clf_escapes_what_would_break_a_line():
     line = access_log.format_request(("request", ("::1", 5, 0, 0), 86400.0, "GET", b'/a"b\n', "1.1", 200, None, 1.5))
     assert line == '::1 - - [01/Jan/1970:23:59:58 +0000] "GET /a\\"b\\x0a HTTP/1.1" 200 - 1.500000\n'
+
+
+@pytest.mark.parametrize("engine", ASGI_ENGINES)
+def test_asgi_a_line_per_request(engine, tmp_path):
+    """An ASGI app's requests take the event loops' one-task path (Session.answer_soon): logged
+    the same."""
+    log = tmp_path / "access.log"
+    with running_server(*serve_args(engine, log), "--protocol", "http", "--app", ASGI_APP,
+                        "--max-header", "256") as srv:
+        http_clients(srv)
+        check_http_log(stopped_lines(srv, log))

@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from multiserve.asgi import ASGI_ENGINES
 from multiserve.engines import ENGINES
 from multiserve.meter import BOUNDS_NS, CONNECTIONS, OPEN, OWNER, WorkerMeter, error_kind, record, requests
 from multiserve.testing.server_process import running_server
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.timeout(120)
 ENGINE_NAMES = list(ENGINES)
 CLIENTS, REQUESTS_EACH = 3, 4
 APP = "multiserve.testing.wsgi_apps:app"
+ASGI_APP = "multiserve.testing.asgi_apps:app"
 
 
 def engine_args(engine: str) -> list[str]:
@@ -258,3 +260,17 @@ def test_a_hybrid_row_outlives_its_worker():
     (sample,) = meter.snapshot()
     assert sample.counts[OWNER] == os.getpid() and sample.counts[OPEN] == 0 and sample.counts[CONNECTIONS] == 2
 
+
+
+@pytest.mark.parametrize("engine", ASGI_ENGINES)
+def test_metrics_count_an_asgi_apps_requests(engine):
+    """An ASGI app's requests take the event loops' one-task path (Session.answer_soon): counted
+    and timed the same."""
+    with running_server(*engine_args(engine), "--protocol", "http", "--app", ASGI_APP, "--max-header", "256") as srv:
+        clients = http_load(srv)
+        try:
+            check_counts(scrape_until_open(srv, CLIENTS), engine)
+        finally:
+            for client in clients:
+                client.close()
+        assert srv.stop(30) == 0

@@ -97,6 +97,20 @@ class ObservedSession(Session):
         self._answered(request, reply, _now() - started)
         return reply
 
+    def answer_soon(self, request, done):
+        """The event loops' one-task path (an ASGI app): timed from here to ``done``."""
+        started = _now()
+
+        def answered(reply):
+            self._answered(request, reply, _now() - started)
+            done(reply)
+
+        return Session.answer_soon(self, request, answered)
+
+    def _answered_soon(self, response, exc) -> None:
+        self._response = response if exc is None else None  # as _send keeps it, for the access log
+        Session._answered_soon(self, response, exc)
+
     def _answered(self, request, reply, ns: int) -> None:
         if self.tally is not None:
             self.meter.record(self.tally, ns)
