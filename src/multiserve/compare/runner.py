@@ -12,8 +12,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from . import analysis, idle, machine, report
-from .matrix import LoadSettings, aggregate, expect_for, plan, run_cell, run_matrix
+from . import analysis, idle, machine, pythons, report
+from .matrix import BASELINE, LoadSettings, aggregate, expect_for, plan, run_cell, run_matrix
+
+# A baseline served by a library an engine needs can run only where that engine can.
+BASELINE_NEEDS_ENGINE = {"gevent-streamserver": "gevent"}
 
 
 @dataclasses.dataclass
@@ -28,9 +31,35 @@ class Options:
     out: Path = Path("report")
     command: str = "multiserve compare"
     servers: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # --server NAME=COMMAND
+    # --python NAME=PATH, each with what it said of itself (``multiserve engines --json``:
+    # {"interpreter": {...}, "engines": {name: reason or None}}); empty: this interpreter alone
+    pythons: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    interpreters: dict = dataclasses.field(default_factory=dict)
+
+    def _pythons(self) -> list[tuple[str, str]]:
+        return self.pythons or [("", "")]
+
+    def reason_unavailable(self, cell) -> str | None:
+        """Why ``cell``'s server cannot run under its interpreter, or None."""
+        engine = BASELINE_NEEDS_ENGINE.get(cell.engine) if cell.kind == BASELINE else cell.engine
+        if cell.python:
+            return (self.interpreters.get(cell.python, {}).get("engines") or {}).get(engine)
+        from ..engines import unavailable
+
+        return unavailable(engine) if engine else None
+
+    def planned(self):
+        return plan(self.services, self.engines, self.connections, self.baselines, self.servers, self._pythons())
 
     def cells(self):
-        return plan(self.services, self.engines, self.connections, self.baselines, self.servers)
+        """The cells that run: the plan less :meth:`skipped`'s."""
+        return [c for c in self.planned() if self.reason_unavailable(c) is None]
+
+    def skipped(self) -> list[dict]:
+        """The cells left out because their server cannot run under their interpreter, each
+        ``{service, engine, connections, python, reason}`` (e.g. gevent on a free-threaded build)."""
+        return [{"service": c.service, "engine": c.engine, "connections": c.connections, "python": c.python,
+                 "reason": reason} for c in self.planned() if (reason := self.reason_unavailable(c))]
 
     def steps(self) -> int:
         """Units of work for a progress bar: every run, plus one per idle check."""
@@ -53,6 +82,7 @@ def run_compare(options: Options, *, on_step: Callable[[str, dict], None] | None
     runs = run_matrix(options.cells(), options.load, options.repeat, on_run, runner=runner)
     cells = aggregate(runs)
     analysis.add_ratios(cells)
+    described["interpreters"] = pythons.interpreters(options, cells)
     idle_rows = []
     for engine in options.engines if options.idle_connections else ():
         row = idle.idle_check(engine, options.idle_connections)
@@ -70,9 +100,13 @@ def run_compare(options: Options, *, on_step: Callable[[str, dict], None] | None
             "repeat": options.repeat, "baselines": options.baselines,
             "idle_connections": options.idle_connections,
             "servers": [list(pair) for pair in options.servers], "backlog": options.load.backlog,
+            "pythons": [list(pair) for pair in options.pythons],
             "expect": {svc: expect_for(svc, options.load.expect) for svc in options.services},
         },
-        "verdicts": analysis.verdicts(cells),
+        "verdicts": [dict(v, python=name) if name else v for name, sub in pythons.by_python(cells).items()
+                     for v in analysis.verdicts(sub)],
+        "side_by_side": pythons.side_by_side(cells),
+        "skipped": options.skipped(),
         "cells": cells,
         "idle": idle_rows,
         "open_files": open_files,
@@ -86,5 +120,10 @@ def write_outputs(results: dict, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     from .plots import plot_service
 
-    plots = {svc: plot_service(results["cells"], svc, out) for svc in analysis.services(results["cells"])}
+    plots = {}  # (python, service) -> image names relative to ``out``
+    for name, cells in pythons.by_python(results["cells"]).items():
+        where = out / name if name else out  # each interpreter's figures in its own folder
+        where.mkdir(parents=True, exist_ok=True)
+        for svc in analysis.services(cells):
+            plots[name, svc] = [f"{name}/{f}" if name else f for f in plot_service(cells, svc, where)]
     (out / "report.md").write_text(report.render(results, plots))
