@@ -27,9 +27,13 @@ def unavailable(name: str) -> str | None:
     """Why engine ``name`` cannot run on this interpreter (one line), or None if it can. Looks
     the module up without importing it (importing gevent is not free)."""
     module, reason = NEEDS.get(name, (None, None))
-    if module is not None and importlib.util.find_spec(module) is None:
-        return reason
-    return None
+    if module is None:
+        return None
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder refused it, or a stub module without a spec
+        found = False
+    return None if found else reason
 
 
 def engine_class(name: str):
