@@ -165,7 +165,8 @@ def show(report: Report, console) -> None:
     m = report.machine
     console.print(f"claim:   {report.claim}", markup=False, highlight=False)
     console.print(f"verdict: [{VERDICT_STYLE[report.verdict]}]{report.verdict}[/] here "
-                  f"({m['cores']} cores, Python {m['python']}, GIL {'on' if m['gil_enabled'] else 'off'})")
+                  f"({m['cores']} cores, Python {m['python']}{' free-threaded' if m.get('free_threaded') else ''}, "
+                  f"GIL {'on' if m['gil_enabled'] else 'off'})")
     console.print(f"why:     {report.why}", markup=False, highlight=False)
     console.print()
 
