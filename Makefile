@@ -31,11 +31,13 @@ ft:
 	@$(MAKE) --no-print-directory $(FT_STAMP)
 	@$(FT_BIN)/multiserve engines | tail -n 1
 
+# --prefer-binary: a package whose newest release has no cp313t wheel (matplotlib, hypothesis, see
+# docs/free-threading.md) takes its newest release that has one, instead of building the sdist.
 $(FT_STAMP): pyproject.toml tools/build-ft-python.sh
 	@py=$$(tools/build-ft-python.sh) && echo "free-threaded interpreter: $$py" \
 	  && { $(FT_BIN)/python -c '' 2>/dev/null || { rm -rf $(FT_VENV) && "$$py" -m venv $(FT_VENV); }; }
 	$(FT_BIN)/python -m pip install -q --upgrade pip
-	$(FT_BIN)/python -m pip install -q -e '.[$(FT_EXTRAS)]'
+	$(FT_BIN)/python -m pip install -q --prefer-binary -e '.[$(FT_EXTRAS)]'
 	touch $(FT_STAMP)
 
 test-ft: ft

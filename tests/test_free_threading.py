@@ -134,3 +134,22 @@ def test_lab_python_prints_each_interpreter_side_by_side(tmp_path):
         assert report["experiment"] == "race"
         assert report["machine"]["gil_enabled"] == interpreter.gil_enabled()
     assert "lab race: one = Python" in out.stdout and "one: " in out.stdout and "two: " in out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_lab_race_runs_without_the_gil_on_a_free_threaded_build(tmp_path):
+    """Its own process (this test process may have imported an extension that turned the GIL
+    on: hdrhistogram's, the load generator's): the lab imports nothing that does, so there it
+    stays off on a free-threaded build, and on every build the text follows the measured state."""
+    target = tmp_path / "race.json"
+    out = subprocess.run([sys.executable, "-m", "multiserve", "lab", "race", "--count", "4", "--size", "300",
+                          "--json", str(target)], capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(target.read_text())
+    assert report["machine"]["free_threaded"] == interpreter.free_threaded_build()
+    assert report["machine"]["gil_enabled"] is (not interpreter.free_threaded_build()), out.stderr
+    unlocked = [r for r in report["results"] if not r["lock"] and "pause" in r["variant"]]
+    assert all(r["lost_updates"] > 0 for r in unlocked)
+    assert all(r["lost_updates"] == 0 for r in report["results"] if r["lock"])
+    if not report["machine"]["gil_enabled"]:
+        assert "happen not to be split" not in report["why"] and "without the GIL" in report["why"]

@@ -82,7 +82,7 @@ def python_option(text: str) -> tuple[str, str]:
     found = path if os.sep in path else shutil.which(path)
     if not found or not (os.path.isfile(found) and os.access(found, os.X_OK)):
         raise ValueError(f"--python {name}: {path} is not an executable file")
-    return name, found
+    return name, os.path.abspath(found)
 
 
 def query(path: str, timeout: float = 60.0) -> dict:
