@@ -6,8 +6,8 @@
 #   ${MULTISERVE_FT_CACHE:-$HOME/.cache/multiserve}/cpython-3.13t   (bin/python3.13t)
 # so a second run, a fresh clone and CI on the same machine reuse it (the build takes ~5 min on 2
 # idle cores: configure 25 s, make -j2 192 s, make install 23 s, measured for issue 13).
-# Why Debian's source: it is the one CPython source this machine may fetch (apt), and 3.13.15 is
-# what trixie ships; the 3.14 sources in sid/forky are listed but not downloadable here.
+# Why Debian's source package: it is the one CPython source this machine may fetch (apt); trixie
+# ships 3.13 (3.13.5 in this archive); the 3.14 sources in sid/forky are listed but not downloadable.
 # Every diagnostic goes to stderr; stdout carries the interpreter's path alone.
 set -euo pipefail
 
@@ -54,9 +54,13 @@ fi
 
 WORK="$CACHE/build-3.13t"
 rm -rf "$WORK"; mkdir -p "$WORK"
-( cd "$WORK" && apt-get source -q python3.13 >&2 )
-srcdir=$(find "$WORK" -maxdepth 1 -mindepth 1 -type d -name 'python3.13-*' | head -n1)
-[ -n "$srcdir" ] || { log "apt-get source python3.13 unpacked nothing in $WORK"; exit 1; }
+# Upstream's source as Debian ships it (the .orig tarball), without Debian's patches: they make
+# CPython a Debian *system* python (site-packages become dist-packages, so a venv made from this
+# prefix cannot see its own packages; ensurepip refuses to run), which a private prefix is not.
+( cd "$WORK" && apt-get source -q --download-only python3.13 >&2 \
+  && dpkg-source -x --skip-patches python3.13_*.dsc cpython-src >&2 )
+srcdir="$WORK/cpython-src"
+[ -x "$srcdir/configure" ] || { log "apt-get source python3.13 unpacked nothing usable in $WORK"; exit 1; }
 rm -rf "$PREFIX"
 ( cd "$srcdir" \
   && nice ./configure -q --prefix="$PREFIX" --disable-gil --with-ensurepip=install >&2 \
