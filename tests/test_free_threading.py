@@ -153,3 +153,39 @@ def test_lab_race_runs_without_the_gil_on_a_free_threaded_build(tmp_path):
     assert all(r["lost_updates"] == 0 for r in report["results"] if r["lock"])
     if not report["machine"]["gil_enabled"]:
         assert "happen not to be split" not in report["why"] and "without the GIL" in report["why"]
+
+
+def _cell(rps, ci, status="ok"):
+    return {"rps": rps, "rps_ci": ci, "status": status}
+
+
+@pytest.mark.parametrize("reference, other, verdict", [
+    (_cell(100, [90, 110]), _cell(200, [190, 210]), "faster"),
+    (_cell(200, [190, 210]), _cell(100, [90, 110]), "slower"),
+    (_cell(100, [90, 110]), _cell(105, [95, 115]), "tie"),
+    (_cell(100, None), _cell(200, None), "no interval"),
+    (_cell(100, [90, 110]), None, "missing"),
+    (_cell(100, [90, 110]), _cell(None, None, "failed"), "missing"),
+])
+def test_side_by_side_names_a_difference_only_when_the_intervals_separate(reference, other, verdict):
+    from multiserve.compare.pythons import compare_two
+
+    got = compare_two(reference, other)
+    assert got["verdict"] == verdict
+    if verdict != "missing":
+        assert got["ratio"] == pytest.approx(other["rps"] / reference["rps"])
+
+
+def test_the_report_warns_when_a_free_threaded_build_served_with_the_gil_on():
+    from multiserve.compare.report import _interpreters
+
+    machine = {"interpreters": [
+        {"name": "gil", "implementation": "CPython", "version": "3.11.7", "free_threaded": False,
+         "executable": "/x/python", "gil_enabled_serving": True},
+        {"name": "ft", "implementation": "CPython", "version": "3.13.5t", "free_threaded": True,
+         "executable": "/y/python", "gil_enabled_serving": True}]}
+    text = "\n".join(_interpreters(machine))
+    assert "`gil`: CPython 3.11.7 (GIL build" in text and "GIL **on** while serving" in text
+    assert text.count("WARNING: the GIL was on while serving on this free-threaded build") == 1
+    machine["interpreters"][1]["gil_enabled_serving"] = False
+    assert "WARNING" not in "\n".join(_interpreters(machine))
