@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from multiserve.engines import unavailable
+from multiserve.interpreter import gil_enabled
 from multiserve.lab import EXPERIMENTS, experiment
 from multiserve.lab import run as run_experiment
 from multiserve.lab.common import Sizes, no_progress
@@ -30,7 +32,7 @@ def check_contract(obj, name):
     assert obj["experiment"] == name
     assert obj["verdict"] in ("holds", "does not hold", "inconclusive")
     assert obj["claim"] and obj["why"]
-    assert set(obj["machine"]) == {"cores", "python", "gil_enabled"}
+    assert set(obj["machine"]) == {"cores", "python", "gil_enabled", "free_threaded", "executable"}
     assert isinstance(obj["machine"]["cores"], int) and obj["machine"]["cores"] >= 1
     assert isinstance(obj["machine"]["gil_enabled"], bool)
     assert obj["results"], "no rows"
@@ -53,7 +55,12 @@ def test_json_contract(reports, name):
 @pytest.mark.parametrize("name", ["cpu", "io", "spawn", "pool"])
 def test_timed_rows_are_positive_and_every_method_ran(reports, name):
     rows = reports[name].results
-    assert all(r["seconds"] > 0 for r in rows)
+    # a method this interpreter cannot run (gevent greenlets where gevent is not installed) is a
+    # row that says why, and only then
+    skipped = [r for r in rows if r.get("skipped")]
+    assert [r["method"] for r in skipped] == (["gevent greenlets"] if name == "io" and unavailable("gevent") else [])
+    assert all(r["seconds"] is None and r["skipped"] in r["note"] for r in skipped)
+    assert all(r["seconds"] > 0 for r in rows if not r.get("skipped"))
     assert len({r["method"] for r in rows}) == len(rows)
 
 
@@ -67,6 +74,29 @@ def test_race_lock_loses_nothing_and_paused_unlocked_loses_updates(reports):
     assert {r["variant"].split(",")[0] for r in paused_unlocked} == {"threads", "processes"}
     assert all(r["lost_updates"] > 0 for r in paused_unlocked), paused_unlocked
     assert reports["race"].verdict == "holds"
+
+
+def test_race_explains_the_plain_decrement_by_the_measured_gil(reports):
+    report = reports["race"]
+    plain = report.results[-1]
+    assert report.machine["gil_enabled"] == gil_enabled()
+    if not report.machine["gil_enabled"]:
+        assert "happen not to be split" not in report.why and "without the GIL" in report.why
+    elif plain["lost_updates"] == 0:
+        assert "happen not to be split" in report.why
+
+
+@pytest.mark.parametrize("gil, lost, says, never", [
+    (False, 600, "threads run them at the same time", "happen not to be split"),
+    (False, 0, "nothing keeps two threads from interleaving", "happen not to be split"),
+    (True, 0, "happen not to be split", "without the GIL"),
+    (True, 5, "a thread switch fell between them 5 times", "happen not to be split"),
+])
+def test_race_text_follows_the_gil_state_and_the_count(gil, lost, says, never):
+    from multiserve.lab.race import plain_explained
+
+    text = plain_explained({"bytecode": "LOAD_GLOBAL n; STORE_GLOBAL n", "lost_updates": lost, "expected": 1000}, gil)
+    assert says in text and never not in text
 
 
 def test_semaphore_peak_is_exactly_its_limit(reports):

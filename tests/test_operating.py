@@ -17,7 +17,7 @@ import pytest
 
 import multiserve
 from multiserve.cli import COMMANDS, build_parser, subparsers
-from multiserve.engines import ENGINES
+from multiserve.engines import ENGINES, unavailable
 from multiserve.testing.server_process import running_server
 
 pytestmark = pytest.mark.timeout(90)
@@ -190,6 +190,7 @@ def test_a_missing_config_file_is_one_line(tmp_path):
     assert_one_error_line(cli("serve", "--config", str(tmp_path / "none.toml")), "none.toml", "No such file")
 
 
+@pytest.mark.skipif(bool(unavailable("gevent")), reason=f"gevent unavailable here: {unavailable('gevent')}")
 def test_gevent_chosen_in_the_config_file_is_patched_first(tmp_path):
     config = tmp_path / "g.toml"
     config.write_text('engine = "gevent"\n')

@@ -33,9 +33,12 @@ def _wants_gevent(argv) -> bool:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"] and _wants_gevent(argv):
-        from gevent import monkey
-
-        monkey.patch_all()
+        try:
+            from gevent import monkey
+        except ImportError:
+            pass  # not installed here (no free-threaded build): serve refuses the engine in one line
+        else:
+            monkey.patch_all()
     from multiserve.cli import main as cli_main
 
     return cli_main(argv)

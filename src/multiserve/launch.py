@@ -31,6 +31,8 @@ import time
 # multiserve.server.ready_line's format: "multiserve listening on HOST:PORT engine=E pid=N"
 # ([::1]:PORT for IPv6; an address without a port, unix:PATH, is all host, and the port None).
 READY = re.compile(rb"multiserve listening on (\S+?)(?::(\d+))? engine=(\S+) pid=(\d+)")
+# ...and then the interpreter it serves on, and the GIL's state after its imports (issue 13).
+READY_PYTHON = re.compile(rb"pid=\d+ python=(\S+) gil=(on|off)")
 # A cold interpreter with gevent imported starts in ~0.3 s here; a loaded 2-core machine can be
 # ten times slower: 20 s is far beyond both.
 READY_TIMEOUT = 20.0
@@ -85,6 +87,8 @@ class ServerProcess:
                                      stderr=self._stderr, env=env, cwd=cwd, start_new_session=True,
                                      pass_fds=pass_fds)
         self.stdout_seen = b""
+        # From the ready line: {"version": "3.13.5t", "gil_enabled": False}, or None (a foreign server)
+        self.interpreter: dict | None = None
         try:
             self.host, self.port = self._wait_ready(ready_timeout, host, port)
         except BaseException:
@@ -103,6 +107,9 @@ class ServerProcess:
                 if chunk:
                     self.stdout_seen += chunk
                     if m := READY.search(self.stdout_seen):
+                        if facts := READY_PYTHON.search(self.stdout_seen, m.start()):
+                            self.interpreter = {"version": facts.group(1).decode(),
+                                                "gil_enabled": facts.group(2) == b"on"}
                         return ready_address(m)
                 else:
                     stdout_open = False

@@ -9,8 +9,9 @@ import logging
 import os
 import sys
 
+from . import interpreter
 from .config import make_config
-from .engines import engine_class
+from .engines import engine_class, unavailable
 from .engines.base import ServeStats
 from .protocol import protocol_factory
 from .services import load_service
@@ -70,9 +71,10 @@ def configure_logging(level: str) -> None:
 
 def ready_line(host: str, port: int | None, engine: str) -> str:
     """The line a server prints once, when it accepts; tests and tools parse it. ``host`` alone
-    (``port`` None) is a whole address: ``unix:/run/x.sock``, ``[::1]:8080``."""
+    (``port`` None) is a whole address: ``unix:/run/x.sock``, ``[::1]:8080``. It ends with the
+    interpreter and the GIL's state *now*, after every import (``python=3.13.5t gil=off``)."""
     where = host if port is None else f"{host}:{port}"
-    return f"multiserve listening on {where} engine={engine} pid={os.getpid()}"
+    return f"multiserve listening on {where} engine={engine} pid={os.getpid()} {interpreter.ready_fields()}"
 
 
 def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, stop: Stop | None = None,
@@ -102,6 +104,8 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
         service = config.service
     if isinstance(service, str):
         service = load_service(service, {"store": config.store})
+    if reason := unavailable(config.engine):
+        raise RuntimeError(f"engine {config.engine} is unavailable on this interpreter: {reason}")
     observer = make_observer(config)
     sessions = SessionFactory(service, protocol_factory(config.protocol, config), observer)
     # before binding: a certificate that cannot be used is one error line, and nothing listens
@@ -118,6 +122,7 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
     def ready():
         if patches:
             metrics[0] = start_metrics(config, observer)
+        interpreter.warn_if_gil_reenabled(f"this {config.engine} server")
         if on_ready is None:
             print(ready_line(str(address), None, config.engine) + (" tls" if engine_obj.tls else "")
                   + (f" metrics={metrics[0].describe()}" if metrics[0] is not None else ""), flush=True)

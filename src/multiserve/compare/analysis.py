@@ -19,14 +19,14 @@ def ok(cell: dict) -> bool:
 
 
 def _index(cells):
-    return {(c["service"], c["engine"], c["connections"]): c for c in cells}
+    return {(c["service"], c["engine"], c["connections"], c.get("python", "")): c for c in cells}
 
 
 def add_ratios(cells: list[dict], closest: dict = CLOSEST_BASELINE, fastest: str = FASTEST_BASELINE) -> None:
     """Give every engine cell ``vs_baseline`` (its req/s over its ``closest`` baseline's, same
-    service and connections; None if either failed or is missing), ``baseline_name`` and
-    ``vs_fastest`` (over ``fastest``'s: uvloop-protocol for the line protocol). Baseline cells
-    get None."""
+    service and connections, under the same interpreter; None if either failed or is missing),
+    ``baseline_name`` and ``vs_fastest`` (over ``fastest``'s: uvloop-protocol for the line
+    protocol). Baseline cells get None."""
     index = _index(cells)
     for cell in cells:
         cell["baseline_name"] = cell["vs_baseline"] = cell["vs_fastest"] = None
@@ -35,7 +35,7 @@ def add_ratios(cells: list[dict], closest: dict = CLOSEST_BASELINE, fastest: str
         name = closest.get(cell["engine"])
         cell["baseline_name"] = name
         for field, other in (("vs_baseline", name), ("vs_fastest", fastest)):
-            base = index.get((cell["service"], other, cell["connections"]))
+            base = index.get((cell["service"], other, cell["connections"], cell.get("python", "")))
             if ok(cell) and base is not None and ok(base) and base["rps"]:
                 cell[field] = cell["rps"] / base["rps"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import positive_int, seconds
 from ..engines import ENGINES
+from ..interpreter import query
 from ..services import load_service
 from . import analysis, report
 from . import peers
@@ -56,6 +57,15 @@ def _server(text: str) -> tuple[str, str]:
     return name, command
 
 
+def _python(text: str) -> tuple[str, str]:
+    from ..interpreter import python_option
+
+    try:
+        return python_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engines", default="all", help="engines separated by commas, 'all' "
                         f"({', '.join(ENGINES)}) or 'none' (only --servers and baselines)")
@@ -94,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also hold N idle connections on each engine (the C10K check)")
     parser.add_argument("--load-processes", type=positive_int, default=LoadSettings.processes,
                         help=f"load-generator processes (default {LoadSettings.processes}: the other core is the server's)")
+    parser.add_argument("--python", dest="pythons", type=_python, action="append", default=[], metavar="NAME=PATH",
+                        help="run every engine and baseline under this interpreter (repeatable; multiserve installed "
+                             "there), the same load generator for all: a column per interpreter and their ratio, "
+                             "e.g. --python gil=.venv/bin/python --python ft=.venv-ft/bin/python")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output directory (default ./report)")
 
 
@@ -111,6 +125,15 @@ def options_from(args) -> Options:
     if taken:
         raise ValueError(f"--server name {taken[0]!r} is taken (an engine, a baseline or another --server): "
                          "give each server its own name")
+    py_names = [name for name, _ in args.pythons]
+    if len(set(py_names)) < len(py_names):
+        raise ValueError(f"--python names must differ, got {', '.join(py_names)}")
+    interpreters = {}
+    for name, path in args.pythons:  # each says what it is and which engines it can run
+        try:
+            interpreters[name] = query(path)
+        except RuntimeError as exc:
+            raise ValueError(f"--python {name}: {exc}") from None
     if not engines and not args.servers and not args.baselines:
         raise ValueError("nothing to measure: --engines none with no --server and --no-baselines")
     http = args.protocol == "http"
@@ -143,6 +166,7 @@ def options_from(args) -> Options:
                    repeat=args.repeat, servers=list(args.servers),
                    baselines=args.baselines, idle_connections=args.idle_connections, out=args.out,
                    protocol=args.protocol, apps=apps, skip_peers=skip,
+                   pythons=list(args.pythons), interpreters=interpreters,
                    command="multiserve compare " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["compare"] else []))
 
 
@@ -169,16 +193,28 @@ def _apps(specs: list[str]) -> list[tuple[str, str]]:
 
 
 def summary_tables(results):
-    """One rich table per service: servers down, connection counts across, req/s and ratio."""
+    """One rich table per service (and interpreter, with --python): servers down, connection
+    counts across, req/s and ratio; then the interpreters side by side."""
+    from . import pythons
+
+    groups = pythons.by_python(results["cells"])
+    tables = []
+    for name, cells in groups.items():
+        tables += _service_tables(results, cells, f" [under {name}]" if len(groups) > 1 else "")
+    if (side := pythons.rich_table(results)) is not None:
+        tables.append(side)
+    return tables
+
+
+def _service_tables(results, cells, under: str):
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
-    cells = results["cells"]
     tables = []
     for svc in analysis.services(cells):
         counts = analysis.connection_counts(cells, svc)
-        table = Table(title=Text(analysis.verdict(cells, svc, results["machine"]["cores"])), title_justify="left")
+        table = Table(title=Text(analysis.verdict(cells, svc, results["machine"]["cores"]) + under), title_justify="left")
         table.add_column("server")
         for c in counts:
             table.add_column(f"c={c} req/s", justify="right")
@@ -240,6 +276,15 @@ def run(args) -> int:
             return 2
     for table in summary_tables(results):
         console.print(table)
+    from .pythons import gil_word
+
+    for row in results["machine"].get("interpreters", []):
+        console.print(f"{row['name'] or 'servers'}: {row.get('implementation')} {row.get('version')} "
+                      f"({row['executable']}), GIL {gil_word(row['gil_enabled_serving'])} while serving",
+                      markup=False, highlight=False)
+    for x in results.get("skipped", []):
+        console.print(f"skipped {x['service']} {x['engine']} c={x['connections']}"
+                      + (f" under {x['python']}" if x["python"] else "") + f": {x['reason']}", markup=False, highlight=False)
     console.print(f"{len(failures)} failed run(s). Report: {options.out / 'report.md'} "
                   f"(results.json and plots beside it)", markup=False, highlight=False)
     return 0

@@ -35,20 +35,21 @@ ENGINE_LOG_LEVEL = "warning"
 BACKLOG = DEFAULT_BACKLOG
 
 
-def engine_command(engine: str, service: str, *extra: str, backlog: int = BACKLOG) -> list[str]:
-    return [sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--service", service,
+def engine_command(engine: str, service: str, *extra: str, backlog: int = BACKLOG, python: str = "") -> list[str]:
+    """``python`` (default: this interpreter) runs the server: compare --python (issue 13)."""
+    return [python or sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--service", service,
             "--host", "127.0.0.1", "--port", "0", "--backlog", str(backlog), "--log-level", ENGINE_LOG_LEVEL,
             *extra]
 
 
-def http_engine_command(engine: str, app: str, interface: str, backlog: int = BACKLOG) -> list[str]:
-    return [sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--protocol", "http", "--app", app,
-            "--interface", interface, "--host", "127.0.0.1", "--port", "0", "--backlog", str(backlog),
+def http_engine_command(engine: str, app: str, interface: str, backlog: int = BACKLOG, python: str = "") -> list[str]:
+    return [python or sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--protocol", "http",
+            "--app", app, "--interface", interface, "--host", "127.0.0.1", "--port", "0", "--backlog", str(backlog),
             "--log-level", ENGINE_LOG_LEVEL]
 
 
-def baseline_command(name: str, service: str, backlog: int = BACKLOG) -> list[str]:
-    return [sys.executable, "-m", "multiserve.compare.baselines", name, "--service", service,
+def baseline_command(name: str, service: str, backlog: int = BACKLOG, python: str = "") -> list[str]:
+    return [python or sys.executable, "-m", "multiserve.compare.baselines", name, "--service", service,
             "--host", "127.0.0.1", "--port", "0", "--backlog", str(backlog)]
 
 

@@ -66,6 +66,8 @@ class Cell:
     template: str = ""  # SERVER only: the user's COMMAND ({port}, {service}, {backlog}, {app})
     protocol: str = "line"  # "http": ``service`` is a workload (a path), ``engine`` ENGINE/INTERFACE
     app: str = ""  # HTTP: the app served, module:name
+    python: str = ""  # compare --python NAME=PATH: NAME ("" without --python: this interpreter)
+    interpreter: str = ""  # ... and PATH, which runs engines and baselines ("": sys.executable)
 
     def launch(self, backlog: int = BACKLOG) -> tuple[list[str], int | None]:
         """The argv to start, and the port to wait for (None: wait for the ready line)."""
@@ -75,15 +77,15 @@ class Cell:
         if self.protocol == "http":
             return self._launch_http(backlog)
         if self.baseline:
-            return baseline_command(self.engine, self.service, backlog), None
-        return engine_command(self.engine, self.service, backlog=backlog), None
+            return baseline_command(self.engine, self.service, backlog, python=self.interpreter), None
+        return engine_command(self.engine, self.service, backlog=backlog, python=self.interpreter), None
 
     def _launch_http(self, backlog: int) -> tuple[list[str], int | None]:
         if self.baseline:  # a peer: its own CLI, ready when its port accepts
             port = launch.free_port()
-            return peers.PEERS[self.engine].command(self.app, port, backlog, self.connections), port
+            return peers.PEERS[self.engine].command(self.app, port, backlog, self.connections, self.interpreter), port
         engine, _, interface = self.engine.partition("/")
-        return http_engine_command(engine, self.app, interface, backlog), None
+        return http_engine_command(engine, self.app, interface, backlog, python=self.interpreter), None
 
     def load_request(self):
         """HTTP: the request every connection sends, and the body it must get back (the demo
@@ -95,7 +97,7 @@ class Cell:
 
     @property
     def key(self) -> tuple:
-        return (self.service, self.engine, self.connections)
+        return (self.service, self.engine, self.connections, self.python)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,52 +114,61 @@ class LoadSettings:
 
 
 def plan(services: Iterable[str], engines: Iterable[str], connections: Iterable[int],
-         baselines: bool = True, servers: Iterable[tuple[str, str]] = ()) -> list[Cell]:
+         baselines: bool = True, servers: Iterable[tuple[str, str]] = (),
+         pythons: Iterable[tuple[str, str]] = (("", ""),)) -> list[Cell]:
     """The cells in run order: per service, engines, then ``servers`` (NAME, COMMAND), then
-    baselines, each at every connection count.
+    baselines, each at every connection count and, for engines and baselines, under each of
+    ``pythons`` (NAME, PATH) in turn, so the same server under two interpreters runs back to
+    back. A ``--server`` is the user's command: it runs once, whatever the interpreters.
 
     A baseline that cannot serve a service at all (uvloop-protocol and a blocking service) is
     left out, not failed: it is not part of that comparison.
     """
-    servers = list(servers)
+    servers, pythons = list(servers), list(pythons)
     cells = []
     for service in services:
         for name in engines:
-            cells += [Cell(service, name, False, c) for c in connections]
+            cells += [Cell(service, name, False, c, python=p, interpreter=path)
+                      for c in connections for p, path in pythons]
         for name, template in servers:
             cells += [Cell(service, name, False, c, SERVER, template) for c in connections]
         for name in BASELINES if baselines else ():
             if serves(name, service):
-                cells += [Cell(service, name, True, c, BASELINE) for c in connections]
+                cells += [Cell(service, name, True, c, BASELINE, python=p, interpreter=path)
+                          for c in connections for p, path in pythons]
     return cells
 
 
 def http_plan(workloads: Iterable[str], engines: Iterable[str], connections: Iterable[int],
               apps: Iterable[tuple[str, str]], baselines: bool = True, servers: Iterable[tuple[str, str]] = (),
-              skip: Iterable[str] = ()) -> list[Cell]:
+              skip: Iterable[str] = (), pythons: Iterable[tuple[str, str]] = (("", ""),)) -> list[Cell]:
     """``compare --protocol http``'s cells in run order: per workload, per app ((spec, interface)
     pairs), its engine cells (``threadpool/wsgi``; ASGI on the event-loop engines only), then the
     ``servers`` (NAME, COMMAND: given the first app as ``{app}``), then the peers of that
-    interface not in ``skip`` (those not installed), each at every connection count."""
-    engines, servers, apps = list(engines), list(servers), list(apps)
+    interface not in ``skip`` (those not installed), each at every connection count and, for
+    engines and peers, under each of ``pythons`` (as :func:`plan`; a peer runs as
+    ``PATH -m gunicorn`` etc., so it must be installed under that interpreter)."""
+    engines, servers, apps, pythons = list(engines), list(servers), list(apps), list(pythons)
     cells = []
     for workload in workloads:
         for app, interface in apps:
             for name in peers.engine_cells(engines, interface):
-                cells += [Cell(workload, name, False, c, ENGINE, protocol="http", app=app) for c in connections]
+                cells += [Cell(workload, name, False, c, ENGINE, protocol="http", app=app, python=p, interpreter=path)
+                          for c in connections for p, path in pythons]
         for name, template in servers:
             cells += [Cell(workload, name, False, c, SERVER, template, "http", apps[0][0] if apps else "")
                       for c in connections]
         for app, interface in apps if baselines else ():
             for name, peer in peers.PEERS.items():
                 if peer.interface == interface and name not in skip:
-                    cells += [Cell(workload, name, True, c, BASELINE, protocol="http", app=app) for c in connections]
+                    cells += [Cell(workload, name, True, c, BASELINE, protocol="http", app=app, python=p,
+                                   interpreter=path) for c in connections for p, path in pythons]
     return cells
 
 
 def _failed(cell: Cell, reason: str, **numbers) -> dict:
     row = {**dataclasses.asdict(cell), "rps": None, "p50_us": None, "p99_us": None, "p999_us": None,
-           "errors": 0, "mismatches": 0, "cpu_s": None, "rss_kib": None, "prime": None,
+           "errors": 0, "mismatches": 0, "cpu_s": None, "rss_kib": None, "prime": None, "gil_enabled": None,
            "client_cpu_pct": None, "client_bound": False, "exit_code": None}
     row.update(numbers, status="failed", reason=reason)
     return row
@@ -229,6 +240,9 @@ def run_cell(cell: Cell, load: LoadSettings) -> dict:
         "client_cpu_pct": None if share is None else 100.0 * share,
         "client_bound": share is not None and share > CLIENT_BOUND_SHARE,
         "expect": expect, "exit_code": exit_code,
+        # what the server's ready line said, after its imports (None: a --server that did not say)
+        "python_version": (server.interpreter or {}).get("version"),
+        "gil_enabled": (server.interpreter or {}).get("gil_enabled"),
         "status": "ok", "reason": "",
     }
     if errors or result.mismatches or not result.requests:
@@ -288,14 +302,15 @@ def aggregate(runs: list[dict]) -> list[dict]:
     """
     groups: dict[tuple, list[dict]] = {}
     for row in runs:
-        groups.setdefault((row["service"], row["engine"], row["connections"]), []).append(row)
+        groups.setdefault((row["service"], row["engine"], row["connections"], row.get("python", "")), []).append(row)
     cells = []
     for rows in groups.values():
         ok = [r for r in rows if r["status"] == "ok"]
         first = rows[0]
         cell = {k: first.get(k, default) for k, default in
                 (("service", None), ("engine", None), ("baseline", False), ("connections", None),
-                 ("kind", BASELINE if first.get("baseline") else ENGINE), ("template", ""), ("expect", None))}
+                 ("kind", BASELINE if first.get("baseline") else ENGINE), ("template", ""), ("expect", None),
+                 ("python", ""), ("interpreter", ""))}
         rps = [r["rps"] for r in ok]
         cell["rps"] = statistics.fmean(rps) if rps else None
         cell["rps_ci"] = (lambda ci: None if ci is None else [ci[0], ci[1]])(stats.mean_interval(rps))
@@ -308,6 +323,10 @@ def aggregate(runs: list[dict]) -> list[dict]:
         cell["prime"] = _prime(ok)
         bound = [r for r in ok if r.get("client_bound")]
         cell["client_bound"] = bool(ok) and len(bound) * 2 > len(ok)
+        # the GIL's state the servers reported: one value when every run agrees, else None
+        states = {r.get("gil_enabled") for r in ok}
+        cell["gil_enabled"] = states.pop() if len(states) == 1 else None
+        cell["python_version"] = next((r["python_version"] for r in ok if r.get("python_version")), None)
         cell["exit_codes"] = sorted({r["exit_code"] for r in ok if r.get("exit_code") is not None})
         cell["errors"] = sum(r["errors"] for r in rows)
         cell["mismatches"] = sum(r["mismatches"] for r in rows)

@@ -80,13 +80,14 @@ class Peer:
     def available(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
 
-    def command(self, app: str, port: int, backlog: int, connections: int) -> list[str]:
-        return PEER_COMMANDS[self.name](app, port, backlog, connections)
+    def command(self, app: str, port: int, backlog: int, connections: int, python: str = "") -> list[str]:
+        """``python``: the interpreter the peer is installed under (compare --python; "": this one)."""
+        return [python or sys.executable, *PEER_COMMANDS[self.name](app, port, backlog, connections)]
 
 
 def _gunicorn(worker: str, *extra: str):
     def command(app, port, backlog, connections):
-        return [sys.executable, "-m", "gunicorn", "--worker-class", worker, "--workers", "1",
+        return ["-m", "gunicorn", "--worker-class", worker, "--workers", "1",
                 "--bind", f"127.0.0.1:{port}", "--backlog", str(backlog), "--log-level", PEER_LOG_LEVEL,
                 *[x.format(connections=max(GEVENT_WORKER_CONNECTIONS, connections)) for x in extra], app]
 
@@ -94,14 +95,14 @@ def _gunicorn(worker: str, *extra: str):
 
 
 def _uvicorn(app, port, backlog, connections):
-    return [sys.executable, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop", "--interface", "asgi3",
+    return ["-m", "uvicorn", "--http", "httptools", "--loop", "uvloop", "--interface", "asgi3",
             "--host", "127.0.0.1", "--port", str(port), "--backlog", str(backlog), "--workers", "1",
             "--log-level", PEER_LOG_LEVEL, "--no-access-log", app]
 
 
 def _granian(interface: str, *extra: str):
     def command(app, port, backlog, connections):
-        return [sys.executable, "-m", "granian", "--interface", interface, "--host", "127.0.0.1",
+        return ["-m", "granian", "--interface", interface, "--host", "127.0.0.1",
                 "--port", str(port), "--workers", "1", "--backlog", str(backlog),
                 "--log-level", PEER_LOG_LEVEL, "--no-ws", *extra, app]
 

@@ -6,7 +6,7 @@ row to its cell in results.json.
 """
 from __future__ import annotations
 
-from . import analysis
+from . import analysis, pythons
 from .baselines import FASTEST_BASELINE
 from .matrix import CLIENT_BOUND_SHARE
 
@@ -174,8 +174,26 @@ def _closest(s) -> str:
     return text
 
 
-def render(results: dict, plots: dict[str, list[str]]) -> str:
-    """The whole report.md. ``plots`` maps a service to its image file names (relative)."""
+def _interpreters(machine: dict) -> list[str]:
+    """Which interpreter served, and its GIL while serving (issue 13); loud if a free-threaded
+    build served with the GIL on."""
+    rows = machine.get("interpreters") or []
+    lines = []
+    for i in rows:
+        name = f"`{i['name']}`: " if i.get("name") else ""
+        build = "free-threaded build" if i.get("free_threaded") else "GIL build"
+        gil = pythons.gil_word(i.get("gil_enabled_serving"))
+        lines.append(f"- {name}{i.get('implementation', 'CPython')} {i.get('version')} ({build}, `{i.get('executable')}`), "
+                     f"GIL **{gil}** while serving (the servers' ready lines)")
+        if i.get("free_threaded") and i.get("gil_enabled_serving") not in (False, None):
+            lines.append("  - **WARNING: the GIL was on while serving on this free-threaded build** (an extension "
+                         "module without free-threading support, or PYTHON_GIL=1): its figures are a GIL build's")
+    return (["Servers ran on:", ""] + lines + [""]) if lines else []
+
+
+def render(results: dict, plots: dict) -> str:
+    """The whole report.md. ``plots`` maps (python name, service) (or a service alone, without
+    --python) to its image file names (relative)."""
     m, s, cells = results["machine"], results["settings"], results["cells"]
     v = m["versions"]
     out = [
@@ -193,14 +211,28 @@ def render(results: dict, plots: dict[str, list[str]]) -> str:
     ]
     if s.get("servers"):
         out += ["Your servers (`--server`): " + "; ".join(f"**{n}**: `{cmd}`" for n, cmd in s["servers"]) + ".", ""]
-    out += ["## Verdicts", ""]
-    out += [f"- {analysis.verdict(cells, svc, m['cores'], quote='`')}" for svc in analysis.services(cells)]
-    for svc in analysis.services(cells):
-        out += ["", f"## `{svc}`", "", _baseline_note(cells, svc)]
-        if note := _fastest_note(cells, svc, s.get("fastest_baseline") or FASTEST_BASELINE):
-            out += ["", note]
-        out += [""] + service_table(cells, svc) + [""]
-        out += [f"![{svc}: {name}]({name})" for name in plots.get(svc, [])]
+    out += _interpreters(m)
+    groups = pythons.by_python(cells)
+    for name, sub in groups.items():
+        level = "##" if len(groups) == 1 else "###"
+        if len(groups) > 1:
+            out += [f"## Under `{name}`", ""]
+        out += [f"{level} Verdicts", ""]
+        out += [f"- {analysis.verdict(sub, svc, m['cores'], quote='`')}" for svc in analysis.services(sub)]
+        for svc in analysis.services(sub):
+            out += ["", f"{level} `{svc}`" + (f" under `{name}`" if len(groups) > 1 else ""), "",
+                    _baseline_note(sub, svc)]
+            if note := _fastest_note(sub, svc, s.get("fastest_baseline") or FASTEST_BASELINE):
+                out += ["", note]
+            out += [""] + service_table(sub, svc) + [""]
+            out += [f"![{svc}: {f}]({f})" for f in plots.get((name, svc), plots.get(svc, []) if not name else [])]
+        out += [""]
+    out += pythons.markdown(results)
+    if results.get("skipped"):
+        out += ["## Skipped (cannot run under that interpreter)", ""]
+        out += [f"- {x['service']} / {x['engine']} / {x['connections']} connections"
+                + (f" under `{x['python']}`" if x.get("python") else "") + f": {x['reason']}"
+                for x in results["skipped"]] + [""]
     if results.get("idle"):
         limit = results.get("open_files") or {}
         out += ["", "## Idle connections (C10K)", "",
@@ -215,6 +247,7 @@ def render(results: dict, plots: dict[str, list[str]]) -> str:
         out += idle_table(results["idle"])
     failures = analysis.failed(cells)
     out += ["", "## Failed cells", ""]
-    out += [f"- {c['service']} / {c['engine']} / {c['connections']} connections: {c['reason']}" for c in failures] \
+    out += [f"- {c['service']} / {c['engine']} / {c['connections']} connections"
+            + (f" under `{c['python']}`" if c.get("python") else "") + f": {c['reason']}" for c in failures] \
         or ["None."]
     return "\n".join(out) + "\n"

@@ -12,9 +12,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from . import analysis, idle, machine, report
-from . import peers
-from .matrix import LoadSettings, aggregate, expect_for, http_plan, plan, run_cell, run_matrix
+from . import analysis, idle, machine, peers, pythons, report
+from .matrix import BASELINE, LoadSettings, aggregate, expect_for, http_plan, plan, run_cell, run_matrix
+
+# A baseline served by a library an engine needs can run only where that engine can.
+BASELINE_NEEDS_ENGINE = {"gevent-streamserver": "gevent", "gunicorn-gevent": "gevent"}
 
 
 @dataclasses.dataclass
@@ -32,12 +34,38 @@ class Options:
     protocol: str = "line"  # "http": ``services`` are workloads (paths), ``apps`` are served
     apps: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # HTTP: (module:name, wsgi|asgi)
     skip_peers: list[str] = dataclasses.field(default_factory=list)  # HTTP: peers not installed
+    # --python NAME=PATH, each with what it said of itself (``multiserve engines --json``:
+    # {"interpreter": {...}, "engines": {name: reason or None}}); empty: this interpreter alone
+    pythons: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    interpreters: dict = dataclasses.field(default_factory=dict)
 
-    def cells(self):
+    def _pythons(self) -> list[tuple[str, str]]:
+        return self.pythons or [("", "")]
+
+    def reason_unavailable(self, cell) -> str | None:
+        """Why ``cell``'s server cannot run under its interpreter, or None."""
+        engine = BASELINE_NEEDS_ENGINE.get(cell.engine) if cell.kind == BASELINE else cell.engine.partition("/")[0]
+        if cell.python:
+            return (self.interpreters.get(cell.python, {}).get("engines") or {}).get(engine)
+        from ..engines import unavailable
+
+        return unavailable(engine) if engine else None
+
+    def planned(self):
         if self.protocol == "http":
             return http_plan(self.services, self.engines, self.connections, self.apps, self.baselines,
-                             self.servers, self.skip_peers)
-        return plan(self.services, self.engines, self.connections, self.baselines, self.servers)
+                             self.servers, self.skip_peers, self._pythons())
+        return plan(self.services, self.engines, self.connections, self.baselines, self.servers, self._pythons())
+
+    def cells(self):
+        """The cells that run: the plan less :meth:`skipped`'s."""
+        return [c for c in self.planned() if self.reason_unavailable(c) is None]
+
+    def skipped(self) -> list[dict]:
+        """The cells left out because their server cannot run under their interpreter, each
+        ``{service, engine, connections, python, reason}`` (e.g. gevent on a free-threaded build)."""
+        return [{"service": c.service, "engine": c.engine, "connections": c.connections, "python": c.python,
+                 "reason": reason} for c in self.planned() if (reason := self.reason_unavailable(c))]
 
     def steps(self) -> int:
         """Units of work for a progress bar: every run, plus one per idle check."""
@@ -63,6 +91,7 @@ def run_compare(options: Options, *, on_step: Callable[[str, dict], None] | None
         analysis.add_ratios(cells, peers.HTTP_CLOSEST, peers.HTTP_FASTEST)
     else:
         analysis.add_ratios(cells)
+    described["interpreters"] = pythons.interpreters(options, cells)
     idle_rows = []
     for engine in options.engines if options.idle_connections else ():
         row = idle.idle_check(engine, options.idle_connections)
@@ -85,8 +114,12 @@ def run_compare(options: Options, *, on_step: Callable[[str, dict], None] | None
             "protocol": options.protocol, "apps": [list(pair) for pair in options.apps],
             "peers_missing": list(options.skip_peers),
             "fastest_baseline": peers.HTTP_FASTEST if options.protocol == "http" else None,
+            "pythons": [list(pair) for pair in options.pythons],
         },
-        "verdicts": analysis.verdicts(cells),
+        "verdicts": [dict(v, python=name) if name else v for name, sub in pythons.by_python(cells).items()
+                     for v in analysis.verdicts(sub)],
+        "side_by_side": pythons.side_by_side(cells),
+        "skipped": options.skipped(),
         "cells": cells,
         "idle": idle_rows,
         "open_files": open_files,
@@ -100,5 +133,10 @@ def write_outputs(results: dict, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     from .plots import plot_service
 
-    plots = {svc: plot_service(results["cells"], svc, out) for svc in analysis.services(results["cells"])}
+    plots = {}  # (python, service) -> image names relative to ``out``
+    for name, cells in pythons.by_python(results["cells"]).items():
+        where = out / name if name else out  # each interpreter's figures in its own folder
+        where.mkdir(parents=True, exist_ok=True)
+        for svc in analysis.services(cells):
+            plots[name, svc] = [f"{name}/{f}" if name else f for f in plot_service(cells, svc, where)]
     (out / "report.md").write_text(report.render(results, plots))

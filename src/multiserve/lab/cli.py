@@ -1,8 +1,10 @@
-"""``multiserve lab NAME|all [--quick] [--count N] [--size X] [--json FILE] [--plot FILE]``.
+"""``multiserve lab NAME|all [--quick] [--count N] [--size X] [--json FILE] [--plot FILE] [--python NAME=PATH ...]``.
 
 Prints each experiment's table with its claim and verdict (rich), writes the JSON contract with
 ``--json`` (one object, or a list for ``all``) and a PNG with ``--plot`` (for ``all``: a directory
-that receives ``NAME.png`` for each experiment).
+that receives ``NAME.png`` for each experiment). With ``--python NAME=PATH`` (repeatable) the
+experiments run under each interpreter instead and print side by side (:mod:`.side_by_side`);
+``--json`` then holds ``{NAME: report or list}``.
 """
 from __future__ import annotations
 
@@ -31,6 +33,19 @@ def add_arguments(parser):
     parser.add_argument("--size", type=_positive_float, help="work per task (see docs/lab.md)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--plot", metavar="FILE", help="write a PNG (with all: a directory of NAME.png)")
+    parser.add_argument("--python", dest="pythons", type=_python, action="append", default=[], metavar="NAME=PATH",
+                        help="run the experiments under this interpreter too (repeatable; multiserve installed "
+                             "there): each in its own process, printed side by side, e.g. "
+                             "--python gil=.venv/bin/python --python ft=.venv-ft/bin/python")
+
+
+def _python(text):
+    from ..interpreter import python_option
+
+    try:
+        return python_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text):
@@ -53,6 +68,8 @@ def run(args) -> int:
     if args.name == "all" and (args.count or args.size):
         log.error("lab all: --count and --size apply to one experiment; use --quick to shrink them all")
         return 2
+    if args.pythons:
+        return _run_side_by_side(args, names)
     if args.plot and args.name == "all":
         try:
             os.makedirs(args.plot, exist_ok=True)
@@ -91,6 +108,37 @@ def run(args) -> int:
     return 0
 
 
+def _run_side_by_side(args, names) -> int:
+    from rich.console import Console
+
+    from .side_by_side import run_each, show as show_side_by_side
+
+    if args.plot:
+        log.error("lab --python: --plot draws one interpreter's run; run each interpreter's lab for its plots")
+        return 2
+    taken = [n for n, _ in args.pythons]
+    if len(set(taken)) < len(taken):
+        log.error("lab --python: give each interpreter its own NAME (got %s)", ", ".join(taken))
+        return 2
+    console = Console() if sys.stdout.isatty() else Console(width=WIDE)
+    lab_args = [args.name] + (["--quick"] if args.quick else []) + (["--count", str(args.count)] if args.count else []) \
+        + (["--size", str(args.size)] if args.size else [])
+    results = run_each(args.pythons, lab_args, console)
+    if isinstance(results, str):
+        log.error("lab: %s", results)
+        return 2
+    show_side_by_side(results, {n: list(getattr(experiment(n), "COLUMNS", ())) for n in names}, console)
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump({n: (r if args.name == "all" else r[0]) for n, r in results.items()}, f, indent=2)
+                f.write("\n")
+        except OSError as exc:
+            log.error("lab: cannot write %s: %s", args.json, exc)
+            return 2
+    return 0
+
+
 def _run_with_progress(module, sizes, console) -> Report:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -117,7 +165,8 @@ def show(report: Report, console) -> None:
     m = report.machine
     console.print(f"claim:   {report.claim}", markup=False, highlight=False)
     console.print(f"verdict: [{VERDICT_STYLE[report.verdict]}]{report.verdict}[/] here "
-                  f"({m['cores']} cores, Python {m['python']}, GIL {'on' if m['gil_enabled'] else 'off'})")
+                  f"({m['cores']} cores, Python {m['python']}{' free-threaded' if m.get('free_threaded') else ''}, "
+                  f"GIL {'on' if m['gil_enabled'] else 'off'})")
     console.print(f"why:     {report.why}", markup=False, highlight=False)
     console.print()
 

@@ -10,10 +10,12 @@ import dataclasses
 import multiprocessing
 import os
 import platform
-import sys
 import threading
 import time
 from typing import Any, Callable
+
+from .. import interpreter
+from ..interpreter import gil_enabled  # noqa: F401  (the experiments' name for it)
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -37,14 +39,13 @@ def default_thread_pool_size() -> int:
     return concurrent.futures.ThreadPoolExecutor()._max_workers
 
 
-def gil_enabled() -> bool:
-    """``sys._is_gil_enabled()`` where it exists (3.13+); every older CPython has the GIL."""
-    probe = getattr(sys, "_is_gil_enabled", None)
-    return bool(probe()) if probe is not None else True
-
-
 def machine() -> dict:
-    return {"cores": cores(), "python": platform.python_version(), "gil_enabled": gil_enabled()}
+    """Where the experiment ran; ``gil_enabled`` is read when the report is made, after every
+    import of the run (a free-threaded build can have turned it back on: then a warning says so)."""
+    info = interpreter.describe()
+    interpreter.warn_if_gil_reenabled("this lab process")
+    return {"cores": cores(), "python": platform.python_version(), "gil_enabled": info["gil_enabled"],
+            "free_threaded": info["free_threaded"], "executable": info["executable"]}
 
 
 @dataclasses.dataclass(frozen=True)

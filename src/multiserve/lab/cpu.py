@@ -78,11 +78,17 @@ def judge(speedup: dict) -> tuple[str, str]:
              f"threads {best_thread:.2f}x")
     if n < 2:
         return INCONCLUSIVE, facts + "; with 1 core nothing can run in parallel"
-    if not gil_enabled():
-        facts += "; this Python runs without the GIL, so threads may scale too"
+    gil = gil_enabled()
+    if not gil:
+        facts += "; this Python runs without the GIL, so threads run Python on every core too"
     if best_proc >= NOISE and best_proc > best_thread * NOISE:
-        reason = "the GIL lets one thread run Python at a time" if best_thread < NOISE else "threads scaled too"
+        reason = ("the GIL lets one thread run Python at a time" if gil else
+                  "without the GIL threads still lost to processes here (a free-threaded build runs "
+                  "one thread's pure Python slower)") if best_thread < NOISE else "threads scaled too"
         return HOLDS, f"{facts}: {reason}"
+    if not gil and best_thread >= NOISE:
+        return DOES_NOT_HOLD, (facts + ": threads scaled like processes, as they can once the GIL is gone; "
+                               "the claim is a GIL build's")
     return DOES_NOT_HOLD, facts + ": processes did not beat threads by more than noise"
 
 

@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 
-from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch, default_thread_pool_size
+from ..engines import unavailable
+from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, Stopwatch, default_thread_pool_size, gil_enabled
 
 TIMED = True  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "io"
@@ -74,34 +75,45 @@ def run(sizes: Sizes, progress) -> Report:
              "note": f"computed, not run: {count} x {seconds:g} s"}]
     for k, (method, fn, workers, note) in enumerate(methods):
         progress(method, k, len(methods))
+        if method == "gevent greenlets" and (reason := unavailable("gevent")):
+            rows.append({"method": method, "workers": workers, "seconds": None, "computed": False,
+                         "skipped": reason, "note": f"skipped: {reason}"})
+            continue
         with Stopwatch() as sw:
             inside = fn(count, seconds)  # only gevent's returns a time: measured inside its process
         rows.append({"method": method, "workers": workers, "seconds": round(inside or sw.seconds, 4),
                      "computed": False, "note": note})
     progress("done", len(methods), len(methods))
     for row in rows:
-        row["speedup"] = round(serial / row["seconds"], 1)
+        row["speedup"] = None if row["seconds"] is None else round(serial / row["seconds"], 1)
         row["tasks"], row["wait"] = count, seconds
-    verdict, why = judge({r["method"]: r["seconds"] for r in rows}, seconds, count, pool_workers)
+    verdict, why = judge({r["method"]: r["seconds"] for r in rows if r["seconds"] is not None}, seconds, count,
+                         pool_workers, skipped={r["method"]: r["skipped"] for r in rows if r.get("skipped")})
     return Report(NAME, CLAIM, verdict, why, rows, COLUMNS)
 
 
-def judge(took: dict, seconds: float, count: int, pool_workers: int) -> tuple[str, str]:
-    facts = (f"{count} waits of {seconds:g} s: threads {took['threads']:.2f} s, greenlets "
-             f"{took['gevent greenlets']:.2f} s, asyncio {took['asyncio tasks']:.2f} s, processes "
+def judge(took: dict, seconds: float, count: int, pool_workers: int, skipped: dict | None = None) -> tuple[str, str]:
+    """``took``: seconds per method that ran; ``skipped``: method -> why it could not run here."""
+    skipped = skipped or {}
+    greenlets = f"greenlets {took['gevent greenlets']:.2f} s, " if "gevent greenlets" in took else ""
+    facts = (f"{count} waits of {seconds:g} s: threads {took['threads']:.2f} s, {greenlets}"
+             f"asyncio {took['asyncio tasks']:.2f} s, processes "
              f"{took['processes']:.2f} s; serial would take {count * seconds:g} s")
+    skipped = "".join(f"; {m} not run: {why}" for m, why in skipped.items())
     pool = (f"; the default thread pool runs only {pool_workers} at a time, so it took "
             f"{took['thread pool']:.2f} s: size a pool for IO by the waits, not the cores")
-    overlapped = all(took[m] <= SLACK * seconds for m in ("threads", "gevent greenlets", "asyncio tasks"))
+    overlapped = all(took[m] <= SLACK * seconds for m in ("threads", "gevent greenlets", "asyncio tasks") if m in took)
     if overlapped:
-        return HOLDS, facts + ": a waiting thread releases the GIL" + (pool if count > pool_workers else "")
-    return DOES_NOT_HOLD, facts + f": not all overlapped within {SLACK}x one wait"
+        why = ": a waiting thread releases the GIL" if gil_enabled() else ": a waiting thread blocks only itself (no GIL here)"
+        return HOLDS, facts + why + skipped + (pool if count > pool_workers else "")
+    return DOES_NOT_HOLD, facts + f": not all overlapped within {SLACK}x one wait" + skipped
 
 
 def plot(report: Report, path) -> None:
     from .plots import bars
 
     rows = report.results
+    rows = [r for r in rows if r["seconds"] is not None]  # a skipped method has no bar
     bars(path, [r["method"] for r in rows], [r["seconds"] for r in rows], ylabel="seconds (log scale)",
          title=f"io: {rows[0]['tasks']} waits of {rows[0]['wait']:g} s (serial is computed)",
          labels=[f"{r['seconds']:.3g}s" for r in rows], log=True)

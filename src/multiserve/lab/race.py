@@ -4,8 +4,9 @@ counter, with and without a lock; and the plain ``n -= 1`` without a pause.
 The pause is ``time.sleep(0)``: it does nothing but release the GIL, the smallest possible window
 between the read and the write (a real program's window is an IO call or a slow computation).
 Lost updates = expected - final. The plain ``n -= 1`` runs 100 x ``size`` times per thread:
-its window is between bytecodes, so it is rarely (on CPython 3.10+, with ints, never) hit, and
-that rarity is the danger: code that passes every test and is still wrong.
+its window is between bytecodes, so with the GIL it is rarely (on CPython 3.10+, with ints, never)
+hit, and that rarity is the danger: code that passes every test and is still wrong. Without the
+GIL (a free-threaded 3.13t) the threads run those bytecodes at once and most decrements are lost.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import multiprocessing
 import threading
 import time
 
-from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes
+from .common import DOES_NOT_HOLD, HOLDS, Report, Sizes, gil_enabled
 
 TIMED = False  # are its verdicts about speed (then a busy machine is noted)?
 NAME = "race"
@@ -127,6 +128,24 @@ def run(sizes: Sizes, progress) -> Report:
     return Report(NAME, CLAIM, verdict, why, rows, COLUMNS)
 
 
+def plain_explained(plain: dict, gil: bool) -> str:
+    """Why the plain ``n -= 1`` lost what it lost, by the GIL's state measured in this process."""
+    steps = f"{plain['bytecode']}: separate steps"
+    lost, expected = plain["lost_updates"], plain["expected"]
+    if not gil:
+        if lost:
+            return (f" ({steps}. This Python runs without the GIL, so threads run them at the same time on "
+                    f"different cores: {100 * lost / expected:.0f}% of the plain decrements were lost)")
+        return (f" ({steps}. This Python runs without the GIL: none were lost this time, but nothing keeps "
+                "two threads from interleaving them)")
+    if lost:
+        return (f" ({steps}, and even with the GIL a thread switch fell between them "
+                f"{lost} times: older CPythons and an __isub__ in Python split them)")
+    return (f" ({steps}. CPython 3.10+ with the GIL switches threads only at calls and backward jumps, so on "
+            "ints they happen not to be split; that is an implementation detail, not a guarantee: older or "
+            "free-threaded CPythons, or an __isub__ in Python, do split them)")
+
+
 def judge(rows) -> tuple[str, str]:
     paused_unlocked = [r for r in rows[:4] if not r["lock"]]
     locked = [r for r in rows if r["lock"]]
@@ -135,12 +154,10 @@ def judge(rows) -> tuple[str, str]:
                                                f"{r['expected']}" for r in paused_unlocked)
              + f"; with one, {sum(r['lost_updates'] for r in locked)} lost; plain n -= 1 lost "
              f"{plain['lost_updates']} of {plain['expected']}")
-    rare = (f" ({plain['bytecode']}: separate steps. CPython 3.10+ switches threads only at calls and "
-            "backward jumps, so on ints they happen not to be split; that is an implementation detail, not a "
-            "guarantee: older or free-threaded CPythons, or an __isub__ in Python, do split them)")
+    rare = plain_explained(plain, gil_enabled())
     if all(r["lost_updates"] > 0 for r in paused_unlocked) and all(r["lost_updates"] == 0 for r in locked):
         return HOLDS, facts + rare
-    return DOES_NOT_HOLD, facts
+    return DOES_NOT_HOLD, facts + rare
 
 
 def figure(report: Report):

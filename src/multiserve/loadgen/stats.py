@@ -8,7 +8,15 @@ compressed encoding and are merged with ``add``, which is exact (same bucket lay
 """
 from __future__ import annotations
 
-from hdrh.histogram import HdrHistogram
+import warnings
+
+with warnings.catch_warnings():
+    # On a free-threaded CPython (3.13t) hdrhistogram's C extension declares no free-threading
+    # support, so importing it turns the GIL back on with a RuntimeWarning. That is allowed here:
+    # this is the load generator's process (servers and the lab never import it, issue 13), and
+    # the warning would break the one-line errors of `bench` and `tickets rush`.
+    warnings.filterwarnings("ignore", message="The global interpreter lock", category=RuntimeWarning)
+    from hdrh.histogram import HdrHistogram
 
 # 1 µs .. 1 hour, 3 significant digits: the range and precision wrk2 uses for its latencies.
 LOWEST_US = 1
