@@ -79,7 +79,12 @@ class Stop:
             self.wake()  # stays readable for whoever else looks once it is set
 
     def close(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
+        """Close the pipe. A wake after this writes nowhere: the numbers are forgotten, since
+        the kernel hands them to the next open (a forked child closes its parent's stop, then
+        opens its access log; a SIGTERM reaching the parent's handler restored there once wrote a
+        NUL byte into that log)."""
+        fds, self._read_fd, self._write_fd = (self._read_fd, self._write_fd), -1, -1
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
