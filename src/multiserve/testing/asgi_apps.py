@@ -38,7 +38,10 @@ async def app(scope, receive, send):
                 scope["state"]["greeting"] = "hello from lifespan"
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                print("lifespan shutdown", file=sys.stderr, flush=True)
+                # one write: hybrid's workers share the server's stderr, and print's separate
+                # write of the "\n" could land between another worker's line and its own
+                sys.stderr.write("lifespan shutdown\n")
+                sys.stderr.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     path = scope["path"]
