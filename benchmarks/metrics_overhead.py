@@ -50,6 +50,8 @@ def tree_cpu(proc: psutil.Process) -> float:
 
 def one(engine: str, variant: str, args) -> dict:
     cmd = [sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--port", "0", *VARIANTS[variant]]
+    server_pin, bench_pin = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if args.pin else ([], [])
+    cmd = server_pin + cmd
     with ServerProcess(cmd) as srv:
         proc = psutil.Process(srv.pid)
         metrics = re.search(rb"metrics=(\S+)", srv.stdout_seen)
@@ -64,7 +66,7 @@ def one(engine: str, variant: str, args) -> dict:
         if scraper:
             scraper.start()
         rate = ["--rate", str(args.rate)] if args.rate else []
-        bench = subprocess.run([sys.executable, "-m", "multiserve", "bench", f"{srv.host}:{srv.port}", "-c",
+        bench = subprocess.run([*bench_pin, sys.executable, "-m", "multiserve", "bench", f"{srv.host}:{srv.port}", "-c",
                                 str(args.connections), "-d", str(args.duration), "--warmup", "1", "--json", "-",
                                 "--quiet", *rate], capture_output=True, text=True, timeout=120)
         done.set()
@@ -84,6 +86,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--rate", type=int, default=0, help="open loop: total requests/s (0: closed loop, saturating)")
+    p.add_argument("--pin", action="store_true",
+                   help="server on core 0, load generator on core 1 (taskset): the server saturates its own core")
     p.add_argument("--json", help="write every run here")
     args = p.parse_args()
     runs = []

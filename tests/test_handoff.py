@@ -307,3 +307,31 @@ def test_a_service_with_per_connection_state_is_closed_after_its_reply_not_hande
         assert srv.stop(30) == 0
         err = srv.stderr_text()
     assert handed_off(err, old) == (0, 1)
+
+
+def test_metrics_count_the_hand_offs_of_a_reload():
+    """``multiserve_handoffs_total{outcome}``: what the retiring workers' log lines say they handed
+    off is what was adopted, nothing closed; the per-worker rows sum to the totals."""
+    from test_metrics import scrape_until
+
+    with hybrid("--workers", "2", "--metrics-port", "0") as srv:
+        with Conversations(srv, n=4) as talk:
+            wait_for(lambda: talk.total() > 40 or talk.failures, 20, "the conversations going")
+            before = workers_of(srv)
+            os.kill(srv.pid, signal.SIGHUP)
+            wait_for(lambda: not workers_of(srv) & before or talk.failures, 30, "the workers replaced")
+            done = talk.total()
+            wait_for(lambda: talk.total() > done + 40 or talk.failures, 20, "the conversations going on")
+            moved = sum(handed_off(srv.stderr_text(), pid)[0] for pid in before)
+            samples = scrape_until(srv, lambda s: s[("multiserve_handoffs_total", (("outcome", "handed_off"),))]
+                                   >= moved)
+        assert talk.failures == []
+        assert srv.stop(30) == 0
+    assert moved >= 4  # all four conversations were on the old workers
+    total = {outcome: samples[("multiserve_handoffs_total", (("outcome", outcome),))]
+             for outcome in ("handed_off", "adopted", "closed")}
+    assert total == {"handed_off": moved, "adopted": moved, "closed": 0}
+    for outcome, value in total.items():
+        per_worker = sum(v for (name, labels), v in samples.items()
+                         if name == "multiserve_worker_handoffs_total" and ("outcome", outcome) in labels)
+        assert per_worker == value, outcome

@@ -44,15 +44,21 @@ BOUNDS_NS = tuple(1 << k for k in range(FIRST_POWER, LAST_POWER + 1))
 BOUNDS_SECONDS = tuple(b / 1e9 for b in BOUNDS_NS)
 # What ended a connection on an error (or, "service", a request whose handler raised).
 ERROR_KINDS = ("protocol", "timeout", "tls", "io", "service")
+# What became of a retiring hybrid worker's connections (engines.handoff): ``handed_off`` to a
+# live worker, ``closed`` instead (TLS, not idle within --grace, no worker left to take it), and
+# on the receiving side ``adopted``.
+HANDOFF_OUTCOMES = ("handed_off", "adopted", "closed")
 
 # The layout of a tally: OWNER (a worker's pid, shared rows only), OPEN (open connections, shared
-# rows only), then the counters, the errors by kind, the buckets (the last one is +Inf). Requests
-# are the buckets' sum (one addition less per request).
+# rows only), then the counters, the errors by kind, the hand-offs by outcome, the buckets (the
+# last one is +Inf). Requests are the buckets' sum (one addition less per request).
 OWNER, OPEN, CONNECTIONS, DURATION_NS = range(4)
 ERRORS = 4
-BUCKETS = ERRORS + len(ERROR_KINDS)
+HANDOFFS = ERRORS + len(ERROR_KINDS)
+BUCKETS = HANDOFFS + len(HANDOFF_OUTCOMES)
 WIDTH = BUCKETS + len(BOUNDS_NS) + 1
 KIND_INDEX = {kind: ERRORS + i for i, kind in enumerate(ERROR_KINDS)}
+OUTCOME_INDEX = {outcome: HANDOFFS + i for i, outcome in enumerate(HANDOFF_OUTCOMES)}
 # bit length of a duration (int64 nanoseconds) -> the index of its bucket in a tally (the last: +Inf)
 SLOT_OF_BITS = tuple(BUCKETS + min(max(0, bits - FIRST_POWER), len(BOUNDS_NS)) for bits in range(65))
 
@@ -121,6 +127,10 @@ class LocalMeter:
 
     def error(self, tally, kind: str) -> None:
         tally[KIND_INDEX[kind]] += 1
+
+    def moved(self, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self._closed[OUTCOME_INDEX[outcome]] += n
 
     def closed(self, session) -> None:
         tally = session.tally
@@ -208,6 +218,13 @@ class WorkerMeter:
     def error(self, tally, kind: str) -> None:
         tally[KIND_INDEX[kind]] += 1
 
+    def moved(self, outcome: str, n: int = 1) -> None:
+        """Connections handed off, adopted or closed by this worker (on its loop thread, the
+        row's one writer)."""
+        if self._pid != os.getpid():
+            self.open()
+        self._row[OUTCOME_INDEX[outcome]] += n
+
     def closed(self, session) -> None:
         session.tally[OPEN] -= 1
 
@@ -250,6 +267,10 @@ class ForkMeter:
     def error(self, tally, kind: str) -> None:
         with self._lock:
             tally[KIND_INDEX[kind]] += 1
+
+    def moved(self, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self._row[OUTCOME_INDEX[outcome]] += n
 
     def closed(self, session) -> None:
         with self._lock:

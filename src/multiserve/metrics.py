@@ -8,7 +8,8 @@ meter's plain integers, not prometheus-client's locked ones. Families:
 ``multiserve_errors_total{kind}`` (``meter.ERROR_KINDS``), ``multiserve_request_duration_seconds``
 (a histogram on ``meter.BOUNDS_SECONDS``): the whole server, summed over hybrid's workers. Under
 hybrid, the same four scalar ones per worker as ``multiserve_worker_*{worker="N"}`` (N the
-worker's slot; apart, so that ``sum()`` over a family never counts a request twice). Plus
+worker's slot; apart, so that ``sum()`` over a family never counts a request twice), and
+``multiserve_handoffs_total{outcome}`` (``meter.HANDOFF_OUTCOMES``; per worker too). Plus
 prometheus-client's ``process_*`` families (the supervisor's, under hybrid).
 
 The server is prometheus-client's own (a WSGI server on a thread of its own). Under gevent that
@@ -25,7 +26,8 @@ import logging
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .meter import BOUNDS_SECONDS, BUCKETS, CONNECTIONS, DURATION_NS, ERROR_KINDS, KIND_INDEX, WIDTH, requests
+from .meter import (BOUNDS_SECONDS, BUCKETS, CONNECTIONS, DURATION_NS, ERROR_KINDS, HANDOFF_OUTCOMES, KIND_INDEX,
+                    OUTCOME_INDEX, WIDTH, requests)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,21 @@ class MeterCollector:
         open_now = sum(sample.open for sample in samples)
         yield from self._scalars("multiserve_", [([], total, open_now)], [])
         yield self._histogram(total)
-        if self.meter.per_worker:
+        if self.meter.per_worker:  # hybrid: the only engine whose workers hand connections off
             rows = [([str(s.worker)], s.counts, s.open) for s in samples]
+            yield self._handoffs("multiserve_", [([], total)], [])
             yield from self._scalars("multiserve_worker_", rows, ["worker"])
+            yield self._handoffs("multiserve_worker_", [(values, counts) for values, counts, _ in rows], ["worker"])
+
+    @staticmethod
+    def _handoffs(prefix: str, rows, labels: list[str]) -> CounterMetricFamily:
+        family = CounterMetricFamily(prefix + "handoffs_total",
+                                     "Connections of retiring workers: handed_off to a live worker, closed "
+                                     "instead, or adopted from one.", labels=[*labels, "outcome"])
+        for values, counts in rows:
+            for outcome in HANDOFF_OUTCOMES:
+                family.add_metric([*values, outcome], counts[OUTCOME_INDEX[outcome]])
+        return family
 
     @staticmethod
     def _scalars(prefix: str, rows, labels: list[str]):

@@ -172,6 +172,12 @@ class SessionFactory:
 
     __call__ = make_session
 
+    def connections_moved(self, outcome: str, n: int = 1) -> None:
+        """An engine moved connections between processes (``meter.HANDOFF_OUTCOMES``: handed
+        off, adopted, closed instead): counted when the server is metered, else nothing."""
+        if n and self.observer is not None and self.observer.meter is not None:
+            self.observer.meter.moved(outcome, n)
+
     def open_service(self) -> None:
         if self.observer is not None:
             self.observer.open()

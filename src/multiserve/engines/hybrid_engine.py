@@ -214,7 +214,11 @@ class HybridWorker:
         if budget is not None:
             budget.server = server
         if inbox is not None:
-            inbox.adopt = server.adopt
+            def adopt(sock):
+                self.sessions.connections_moved("adopted")
+                server.adopt(sock)
+
+            inbox.adopt = adopt
             inbox.start(loop)
 
         def beat():
@@ -232,15 +236,17 @@ class HybridWorker:
 
         beat()
         stats = await server.serve(loop_stop_event(loop, stop), ready=ready)
-        _report_drain(slot, server, couriers[0] if couriers else None, inbox)
+        _report_drain(slot, server, couriers[0] if couriers else None, inbox, self.sessions)
         return stats
 
 
-def _report_drain(slot, server, courier, inbox) -> None:
-    """The retirement's one log line, and its counts in the slot (the supervisor's exit line and
-    a metrics exporter read them there)."""
+def _report_drain(slot, server, courier, inbox, sessions) -> None:
+    """The retirement's one log line, and its counts: in the slot (the supervisor's exit line
+    reads them there) and in the metrics (adoptions are counted as they happen)."""
     moved = courier.moved if courier is not None else 0
     slot.handed_off, slot.adopted, slot.closed_on_stop = moved, inbox.adopted if inbox else 0, server.closed_on_stop
+    sessions.connections_moved("handed_off", moved)
+    sessions.connections_moved("closed", server.closed_on_stop + (courier.lost if courier is not None else 0))
     if courier is not None:
         log.info("worker %d handed off %d connections (%s), closed %d (%d with no worker left to take them)",
                  os.getpid(), moved, courier.where(), server.closed_on_stop + courier.lost, courier.lost)
