@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-import psutil
+from multiserve.compare.launcher import TreeSampler
 
 APP = "examples.hello_wsgi:app"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,15 +80,6 @@ GOALS = [
      for e in ("asyncio", "hybrid", "threadpool", "thread", "gevent", "process")]
 
 
-def tree_cpu(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
 def wait_port(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -113,10 +104,10 @@ def run_one(name: str, cmd: list, seconds: float, connections: int) -> dict:
         url = f"http://127.0.0.1:{port}/"
         wrk = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}"]
         subprocess.run([*wrk, "-d1s", url], capture_output=True, timeout=30)  # warm-up
-        proc = psutil.Process(server.pid)
-        cpu0 = tree_cpu(proc)
+        tree = TreeSampler(server.pid)
+        cpu0 = tree.cpu_seconds()
         out = subprocess.run([*wrk, f"-d{seconds:g}s", url], capture_output=True, text=True, timeout=seconds + 30).stdout
-        cpu1 = tree_cpu(proc)
+        cpu1 = tree.cpu_seconds()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)

@@ -27,6 +27,7 @@ import urllib.request
 
 import psutil
 
+from multiserve.compare.launcher import TreeSampler
 from multiserve.launch import ServerProcess
 
 VARIANTS = {
@@ -37,23 +38,12 @@ VARIANTS = {
 STOPPED = re.compile(r"stopped: connections=(\d+) requests=(\d+)")
 
 
-def tree_cpu(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def one(engine: str, variant: str, args) -> dict:
     cmd = [sys.executable, "-m", "multiserve", "serve", "--engine", engine, "--port", "0", *VARIANTS[variant]]
     server_pin, bench_pin = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if args.pin else ([], [])
     cmd = server_pin + cmd
     with ServerProcess(cmd) as srv:
-        proc = psutil.Process(srv.pid)
+        tree = TreeSampler(srv.pid)
         metrics = re.search(rb"metrics=(\S+)", srv.stdout_seen)
         done = threading.Event()
 
@@ -62,7 +52,7 @@ def one(engine: str, variant: str, args) -> dict:
                 urllib.request.urlopen(f"http://{metrics.group(1).decode()}/metrics", timeout=5).read()
 
         scraper = threading.Thread(target=scrape, daemon=True) if metrics else None
-        cpu0 = tree_cpu(proc)
+        cpu0 = tree.cpu_seconds()
         if scraper:
             scraper.start()
         rate = ["--rate", str(args.rate)] if args.rate else []
@@ -70,7 +60,7 @@ def one(engine: str, variant: str, args) -> dict:
                                 str(args.connections), "-d", str(args.duration), "--warmup", "1", "--json", "-",
                                 "--quiet", *rate], capture_output=True, text=True, timeout=120)
         done.set()
-        cpu1 = tree_cpu(proc)
+        cpu1 = tree.cpu_seconds()
         assert srv.terminate(30) == 0, srv.stderr_text()[-2000:]
         served = int(STOPPED.search(srv.stderr_text()).group(2))
         result = json.loads(bench.stdout)

@@ -21,22 +21,11 @@ import subprocess
 import sys
 import time
 
-import psutil
+from multiserve.compare.launcher import TreeSampler
 
 READY = re.compile(r"listening on 127\.0\.0\.1:(\d+) ")
 GIL_PROBE = ("import sys, multiserve.engines.multiloop_engine, multiserve.engines.loops as l; "
              "l.new_event_loop(True); print(getattr(sys, '_is_gil_enabled', lambda: True)())")
-
-
-def tree_cpu(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
 
 
 def one_run(python, engine, service, connections, seconds, warmup):
@@ -45,15 +34,15 @@ def one_run(python, engine, service, connections, seconds, warmup):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = READY.search(server.stdout.readline()).group(1)
-        proc = psutil.Process(server.pid)
+        tree = TreeSampler(server.pid)
         bench = subprocess.Popen([sys.executable, "-m", "multiserve", "bench", f"127.0.0.1:{port}",
                                   "-c", str(connections), "-d", str(seconds), "--warmup", str(warmup),
                                   "--processes", "1", "--json", "-", "--quiet"],
                                  stdout=subprocess.PIPE, text=True)
         time.sleep(warmup + 0.3)  # the bench's start-up and connects, then its warm-up
-        cpu0, t0 = tree_cpu(proc), time.monotonic()
+        cpu0, t0 = tree.cpu_seconds(), time.monotonic()
         time.sleep(seconds - 0.3)
-        cpu1, t1 = tree_cpu(proc), time.monotonic()
+        cpu1, t1 = tree.cpu_seconds(), time.monotonic()
         result = json.loads(bench.communicate(timeout=seconds + 60)[0])
     finally:
         server.terminate()

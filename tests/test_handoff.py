@@ -22,7 +22,7 @@ from multiserve.testing.http_client import HTTPClient
 from multiserve.testing.server_process import live_children, running_server, wait_for
 
 from multiserve.services import Service
-from test_hybrid import env_with_tests_on_path, owner_of, readline
+from test_hybrid import ClientThreads, env_with_tests_on_path, owner_of, readline
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = str(Path(__file__).parent.parent)
@@ -57,27 +57,18 @@ def handed_off(err: str, pid: int) -> tuple[int, int]:
     return int(found.group(1)), int(found.group(2))
 
 
-class Conversations:
+class Conversations(ClientThreads):
     """``n`` client threads, each on ONE connection for the whole test, never reconnecting: a
     request, its reply, then three pipelined in one write and their three replies, again and
     again. Any close, reset, timeout, wrong or out-of-order reply is a failure."""
 
     def __init__(self, srv, n: int = 4):
-        self.socks = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(n)]
+        super().__init__(srv.host, srv.port, threads=n)
+        self.socks = [socket.create_connection(self.address, timeout=10) for _ in range(n)]
         self.replies = [0] * n
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
 
     def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
+        super().__exit__(*exc)
         for sock in self.socks:
             sock.close()
 

@@ -126,10 +126,15 @@ def check_counts(samples, engine: str) -> None:
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
 def test_metrics_count_what_the_client_sent(engine_name, protocol):
     args, load = PROTOCOLS[protocol]
-    with running_server(*engine_args(engine_name), *args) as srv:
+    serve_and_check_counts(engine_name, args, load)
+
+
+def serve_and_check_counts(engine: str, args: list, load) -> None:
+    """A metered server of ``engine`` under ``load(srv)``: its /metrics agree with the clients."""
+    with running_server(*engine_args(engine), *args) as srv:
         clients = load(srv)
         try:
-            check_counts(scrape_until_open(srv, CLIENTS), engine_name)
+            check_counts(scrape_until_open(srv, CLIENTS), engine)
         finally:
             for client in clients:
                 client.close()
@@ -261,16 +266,8 @@ def test_a_hybrid_row_outlives_its_worker():
     assert sample.counts[OWNER] == os.getpid() and sample.counts[OPEN] == 0 and sample.counts[CONNECTIONS] == 2
 
 
-
 @pytest.mark.parametrize("engine", ASGI_ENGINES)
 def test_metrics_count_an_asgi_apps_requests(engine):
     """An ASGI app's requests take the event loops' one-task path (Session.answer_soon): counted
     and timed the same."""
-    with running_server(*engine_args(engine), "--protocol", "http", "--app", ASGI_APP, "--max-header", "256") as srv:
-        clients = http_load(srv)
-        try:
-            check_counts(scrape_until_open(srv, CLIENTS), engine)
-        finally:
-            for client in clients:
-                client.close()
-        assert srv.stop(30) == 0
+    serve_and_check_counts(engine, ["--protocol", "http", "--app", ASGI_APP, "--max-header", "256"], http_load)
