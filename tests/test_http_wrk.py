@@ -11,12 +11,11 @@ share one xdist group, so two of them never compete for the 2 cores at once.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 
 import pytest
 
+from multiserve.testing.clients import real_client
 from multiserve.testing.http_conformance import KINDS, http_server, stop_cleanly
 
 # Counted per wrk thread (each runs its own Lua state), summed in done() over setup()'s threads.
@@ -43,15 +42,6 @@ end
 """
 
 
-def _wrk() -> str:
-    path = shutil.which("wrk")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("wrk is not installed (.ci/run installs it from Debian's packages)")
-        pytest.skip("wrk is not installed (apt-get install -y wrk)")
-    return path
-
-
 def run_wrk(wrk: str, url: str, script) -> dict:
     """wrk's counts for a 1 s run against ``url``. The 10 s per-request timeout (wrk's default is
     2 s) keeps a loaded 2-core CI machine's slow request from passing for a server error; a
@@ -68,7 +58,7 @@ def run_wrk(wrk: str, url: str, script) -> dict:
 @pytest.mark.xdist_group("wrk")
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: f"{k[0]}-{k[1]}")
 def test_wrk_run_is_clean(kind, tmp_path):
-    wrk = _wrk()
+    wrk = real_client("wrk")
     script = tmp_path / "count.lua"
     script.write_text(SCRIPT)
     with http_server(kind) as srv:
@@ -86,7 +76,7 @@ def test_wrk_run_is_clean(kind, tmp_path):
 def test_the_script_counts_what_it_claims(tmp_path):
     """The Lua counters can fail: a path the app answers 404 for is counted in every column
     that should count it (a script that never counted would pass the test above)."""
-    wrk = _wrk()
+    wrk = real_client("wrk")
     script = tmp_path / "count.lua"
     script.write_text(SCRIPT)
     with http_server(("threadpool", "wsgi")) as srv:

@@ -9,7 +9,6 @@ to it over 127.0.0.1. The app is ``multiserve.testing.wsgi_apps:app``.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 
 from ..asgi import ASGI_ENGINES
 from ..engines import ENGINES
+from .clients import real_client
 from .http_client import HTTPClient
 from .server_process import running_server, wait_for
 
@@ -453,17 +453,8 @@ def test_interface_auto_picks_by_the_kind_of_callable():
 
 # -- a real client ----------------------------------------------------------------------------
 
-def _curl() -> str:
-    path = shutil.which("curl")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("curl is not installed (.ci/run installs it from Debian's packages)")
-        pytest.skip("curl is not installed (apt-get install -y curl)")
-    return path
-
-
 def test_curl_keep_alive_and_chunked_upload(kind, tmp_path):
-    curl = _curl()
+    curl = real_client("curl")
     upload = tmp_path / "upload.bin"
     upload.write_bytes(os.urandom(200_000))
     with http_server(kind) as srv:
