@@ -187,15 +187,10 @@ class Channel(asyncio.Protocol):
         server = self.server
         if server.on_request is not None:
             server.on_request(1)
+        if self.reading_paused:
+            self._read_again()
         if self.queue:
-            if self.reading_paused and self.write_paused_at is None and len(self.queue) < QUEUE_HIGH_WATER // 2 \
-                    and not self.handing:
-                self.reading_paused = False
-                self.transport.resume_reading()
             self.worker = server.loop.create_task(self._work())
-        elif self.reading_paused and self.write_paused_at is None and not self.handing:
-            self.reading_paused = False
-            self.transport.resume_reading()
         if self.worker is None:
             if self.closing:
                 self._close_now()
@@ -211,6 +206,12 @@ class Channel(asyncio.Protocol):
         server = self.server
         if server.on_request is not None:
             server.on_request(1)
+        if self.reading_paused:
+            self._read_again()
+
+    def _read_again(self):
+        """Read the client again, if reading was paused and nothing holds it now: the client
+        takes our replies (no write backpressure), the queue is short, no hand-off waits."""
         if self.reading_paused and self.write_paused_at is None and not self.handing \
                 and (self.queue is None or len(self.queue) < QUEUE_HIGH_WATER // 2):
             self.reading_paused = False
@@ -321,10 +322,7 @@ class Channel(asyncio.Protocol):
         self.write_paused_at = None
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
-        if self.reading_paused and (self.queue is None or len(self.queue) < QUEUE_HIGH_WATER // 2) \
-                and not self.handing:
-            self.reading_paused = False
-            self.transport.resume_reading()
+        self._read_again()
 
     # -- stop -----------------------------------------------------------------------------------
     def stop(self):
@@ -374,9 +372,7 @@ class Channel(asyncio.Protocol):
     def give_up_hand_off(self):
         """No worker to take it: finish and close as a stop does."""
         self.handing = False
-        if self.reading_paused and self.write_paused_at is None:
-            self.reading_paused = False
-            self.transport.resume_reading()
+        self._read_again()
         self.stop()
 
     def retire(self):
