@@ -80,8 +80,10 @@ def ready_addresses(line: bytes) -> list[tuple]:
     m = READY.search(line)
     if m is None:
         return []
-    also = READY_ALSO.search(line, m.start())
-    return [ready_address(m), *(split_address(a) for a in also.group(1).decode().split(",") if also)]
+    end = line.find(b"\n", m.start())
+    also = READY_ALSO.match(line, m.start(4) - len(b"pid="), end if end >= 0 else len(line))
+    others = also.group(1).decode().split(",") if also else []
+    return [ready_address(m), *(split_address(text) for text in others)]
 
 
 def _accepts(host: str, port: int) -> bool:
