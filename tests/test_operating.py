@@ -1,7 +1,7 @@
 """What an operator reaches for (issue 15): --version, --help, packaging, --config/--print-config,
 --bind (unix sockets, inherited descriptors), systemd socket activation (a repeated --bind:
-tests/test_bind_many.py). Real servers, real
-clients; every per-engine item runs on every engine of the registry."""
+tests/test_bind_many.py). Real servers, real clients; every per-engine item runs on every engine
+of the registry."""
 from __future__ import annotations
 
 import argparse
