@@ -326,3 +326,46 @@ def test_the_ready_line_names_the_others_after_the_pid():
     assert ready_addresses(line) == [("127.0.0.1", 8080), ("unix:/run/x.sock", None), ("::1", 8081)]
     assert ready_addresses(b"multiserve listening on unix:/run/x.sock engine=thread pid=7 python=3.12.1 gil=on\n") \
         == [("unix:/run/x.sock", None)]
+
+
+def test_loop_server_drain_accepts_the_backlog_of_every_listener(unix_path):
+    """The drain's own accept, isolated: clients wait (request sent) in both listeners' backlogs,
+    and the LoopServer is stopped before its loop ever reads a listener: only the drain can
+    accept them, and it must take every listener's, not the first one's."""
+    import asyncio
+
+    from multiserve.config import make_config
+    from multiserve.engines.asyncio_engine import LoopServer
+    from multiserve.protocol import protocol_factory
+    from multiserve.services import load_service
+    from multiserve.session import SessionFactory
+
+    config = make_config(engine="asyncio", grace=5)
+    sessions = SessionFactory(load_service("upper", {}), protocol_factory("line", config))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(16)
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(unix_path)
+    unix.listen(16)
+    clients = [raw_connect(address) for address in
+               [tcp.getsockname(), tcp.getsockname(), (f"unix:{unix_path}", None), (f"unix:{unix_path}", None)]]
+
+    async def stopped_at_once():
+        stop = asyncio.Event()
+        stop.set()
+        return await LoopServer([tcp, unix], sessions, config).serve(stop)
+
+    try:
+        for i, sock in enumerate(clients):
+            sock.sendall(b"queued %d\n" % i)
+        stats = asyncio.run(stopped_at_once())
+        for i, sock in enumerate(clients):
+            reply = b""
+            while chunk := sock.recv(100):
+                reply += chunk
+            assert reply == b"QUEUED %d\n" % i, (i, reply)
+    finally:
+        for sock in (*clients, tcp, unix):
+            sock.close()
+    assert stats.as_tuple() == (4, 4, 0)
