@@ -52,8 +52,8 @@ class LoopServer:
     ``listeners``.
     """
 
-    def __init__(self, listeners: Sequence[socket.socket] | socket.socket, sessions, config, *, cpu_pool=None, admission=None,
-                 on_request=None, on_last_accept=None, tls=None, handoff=None, threads=None):
+    def __init__(self, listeners: Sequence[socket.socket] | socket.socket, sessions, config, *, cpu_pool=None,
+                 admission=None, on_request=None, on_last_accept=None, tls=None, handoff=None, threads=None):
         # a lone socket is taken as one listener (benchmarks/ build a LoopServer by hand with one)
         self.listeners = [listeners] if isinstance(listeners, socket.socket) else list(listeners)
         self.tls = tls  # an ssl.SSLContext: the loop's TLS transport wraps each connection
