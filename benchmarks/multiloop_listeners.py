@@ -36,8 +36,9 @@ class OwnListenerServing(m.LoopServer):
 class ReusePortEngine(m.MultiloopEngine):
     name = "multiloop-rp"
 
-    def serve(self, listener, sessions, *, ready, stop):
+    def serve(self, listeners, sessions, *, ready, stop):
         config = self.config
+        (listener,) = listeners  # one TCP --bind: each loop binds its own SO_REUSEPORT socket on it
         host, port = address_of(listener)
         listener.close()
         reserved = reserve_port(host, port)

@@ -1,6 +1,7 @@
 """What an operator reaches for (issue 15): --version, --help, packaging, --config/--print-config,
---bind (unix sockets, inherited descriptors), systemd socket activation. Real servers, real
-clients; every per-engine item runs on every engine of the registry."""
+--bind (unix sockets, inherited descriptors), systemd socket activation (a repeated --bind:
+tests/test_bind_many.py). Real servers, real clients; every per-engine item runs on every engine
+of the registry."""
 from __future__ import annotations
 
 import argparse
@@ -331,7 +332,6 @@ def test_ipv6_bind_in_brackets():
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0"], ["one address per server", "run one server per address"]),
     (["--bind", "unix:"], ["unix: needs a path"]),
     (["--bind", "localhost"], ["expected HOST:PORT"]),
     (["--bind", "::1:80"], ["in brackets"]),

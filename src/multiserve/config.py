@@ -96,16 +96,12 @@ def existing_file(value) -> str:
 def bind_addresses(value) -> tuple:
     """``--bind``: one address or a list of them (``HOST:PORT``, ``[::1]:PORT``, ``unix:PATH``,
     ``fd://N``), each parsed by ``multiserve.sockets.parse_bind``; returns them normalized, as a
-    tuple. More than one is refused here, for every engine: an engine accepts on one listener
-    (``Engine.serve(listener, ...)``), so run one server per address."""
+    tuple, in order. Every engine serves the same service on all of them
+    (``Engine.serve(listeners, ...)``); the first is the ready line's ``on`` address."""
     from .sockets import parse_bind
 
     items = [value] if isinstance(value, str) else list(value or ())
-    addresses = tuple(str(parse_bind(item)) for item in items)
-    if len(addresses) > 1:
-        raise ValueError(f"one address per server, got {len(addresses)} ({', '.join(addresses)}): "
-                         "an engine accepts on one listener; run one server per address")
-    return addresses
+    return tuple(str(parse_bind(item)) for item in items)
 
 
 def registered(kind: str, registry_path: str) -> Callable[[Any], str]:
@@ -165,7 +161,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "--port", 8080, port_number, "port to bind; 0 picks a free one (unless --bind is given)"),
     Setting("bind", "--bind", (), bind_addresses,
             "where to listen instead of --host/--port: HOST:PORT, [::1]:PORT, unix:PATH or fd://N "
-            "(an inherited listening socket); systemd socket activation (LISTEN_FDS) overrides it",
+            "(an inherited listening socket); repeat it to serve on several addresses at once; "
+            "systemd socket activation (LISTEN_FDS) overrides it",
             action="append", shown_default="--host:--port"),
     Setting("unix_mode", "--unix-mode", None, optional(octal_mode),
             "mode of a unix:PATH socket file, in octal such as 660", shown_default="what the umask leaves"),

@@ -29,8 +29,12 @@ import threading
 import time
 
 # multiserve.server.ready_line's format: "multiserve listening on HOST:PORT engine=E pid=N"
-# ([::1]:PORT for IPv6; an address without a port, unix:PATH, is all host, and the port None).
+# ([::1]:PORT for IPv6; an address without a port, unix:PATH, is all host, and the port None);
+# HOST:PORT is the first address a server serves on.
 READY = re.compile(rb"multiserve listening on (\S+?)(?::(\d+))? engine=(\S+) pid=(\d+)")
+# ...then, when it serves on several addresses (repeated --bind, several systemd sockets), the
+# others, comma-separated: "pid=N also=unix:/run/x.sock,[::1]:8080".
+READY_ALSO = re.compile(rb"pid=\d+ also=(\S+)")
 # ...and then the interpreter it serves on, and the GIL's state after its imports (issue 13).
 READY_PYTHON = re.compile(rb"pid=\d+ python=(\S+) gil=(on|off)")
 # A cold interpreter with gevent imported starts in ~0.3 s here; a loaded 2-core machine can be
@@ -62,6 +66,26 @@ def ready_address(match) -> tuple:
     return host.removeprefix("[").removesuffix("]"), int(match.group(2))
 
 
+def split_address(text: str) -> tuple:
+    """(host, port) of one address as the ready line writes it: "127.0.0.1:8080",
+    "[::1]:8080", or ("unix:PATH", None) for an address without a port."""
+    host, sep, port = text.rpartition(":")
+    if text.startswith("unix:") or not sep or not port.isdigit():
+        return text, None
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def ready_addresses(line: bytes) -> list[tuple]:
+    """Every (host, port) a ready line names: its ``on`` address first, then its ``also=`` ones."""
+    m = READY.search(line)
+    if m is None:
+        return []
+    end = line.find(b"\n", m.start())
+    also = READY_ALSO.match(line, m.start(4) - len(b"pid="), end if end >= 0 else len(line))
+    others = also.group(1).decode().split(",") if also else []
+    return [ready_address(m), *(split_address(text) for text in others)]
+
+
 def _accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):
@@ -71,7 +95,8 @@ def _accepts(host: str, port: int) -> bool:
 
 
 class ServerProcess:
-    """A started server command: ``host``, ``port``, ``proc`` (the Popen), ``pid``.
+    """A started server command: ``host``, ``port``, ``proc`` (the Popen), ``pid``;
+    ``addresses``: every (host, port) the ready line names, ``(host, port)`` first.
 
     ``port=None``: wait for the ready line and take host and port from it. ``port=N``: the
     server is ready when it prints the ready line or when ``host:N`` accepts, whichever first.
@@ -89,8 +114,10 @@ class ServerProcess:
         self.stdout_seen = b""
         # From the ready line: {"version": "3.13.5t", "gil_enabled": False}, or None (a foreign server)
         self.interpreter: dict | None = None
+        self.addresses: list[tuple] = []
         try:
             self.host, self.port = self._wait_ready(ready_timeout, host, port)
+            self.addresses = self.addresses or [(self.host, self.port)]
         except BaseException:
             self.close()
             raise
@@ -106,7 +133,9 @@ class ServerProcess:
                 chunk = os.read(fd, 4096)
                 if chunk:
                     self.stdout_seen += chunk
-                    if m := READY.search(self.stdout_seen):
+                    m = READY.search(self.stdout_seen)
+                    if m and b"\n" in self.stdout_seen[m.start():]:  # the whole line
+                        self.addresses = ready_addresses(self.stdout_seen[m.start():])
                         if facts := READY_PYTHON.search(self.stdout_seen, m.start()):
                             self.interpreter = {"version": facts.group(1).decode(),
                                                 "gil_enabled": facts.group(2) == b"on"}

@@ -1,7 +1,7 @@
 """Run one service under one engine: what ``multiserve serve`` and ``multiserve.serve`` do.
 
 This is the one place that installs the stop signals (SIGTERM/SIGINT: ``multiserve.stop``),
-binds the listener, opens the service and prints the ready line; the engine only serves.
+binds the listeners, opens the service and prints the ready line; the engine only serves.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .engines.base import ServeStats
 from .protocol import protocol_factory
 from .services import load_service
 from .session import SessionFactory, close_coroutine_runners
-from .sockets import open_listener
+from .sockets import close_all, open_listeners
 from .stop import Stop, stop_on_signals
 from .tls import server_context
 
@@ -69,12 +69,16 @@ def configure_logging(level: str) -> None:
     )
 
 
-def ready_line(host: str, port: int | None, engine: str) -> str:
+def ready_line(host: str, port: int | None, engine: str, also=()) -> str:
     """The line a server prints once, when it accepts; tests and tools parse it. ``host`` alone
-    (``port`` None) is a whole address: ``unix:/run/x.sock``, ``[::1]:8080``. It ends with the
-    interpreter and the GIL's state *now*, after every import (``python=3.13.5t gil=off``)."""
+    (``port`` None) is a whole address: ``unix:/run/x.sock``, ``[::1]:8080``. ``also``: the
+    other addresses it serves on (repeated ``--bind``, several systemd sockets), given after the
+    pid as ``also=B,C`` so that ``on A`` stays the first address for every parser. It ends with
+    the interpreter and the GIL's state *now*, after every import (``python=3.13.5t gil=off``)."""
     where = host if port is None else f"{host}:{port}"
-    return f"multiserve listening on {where} engine={engine} pid={os.getpid()} {interpreter.ready_fields()}"
+    others = f" also={','.join(also)}" if also else ""
+    return (f"multiserve listening on {where} engine={engine} pid={os.getpid()}{others} "
+            f"{interpreter.ready_fields()}")
 
 
 def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, stop: Stop | None = None,
@@ -83,8 +87,8 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
 
     Settings are ServerConfig's fields (``port=8080``, ``max_conns=...``), validated first: a bad
     or unknown one raises :class:`~multiserve.config.SettingError` (a ValueError) naming it.
-    Prints the ready line to stdout (or calls ``on_ready(host, port)`` instead; for a unix socket
-    ``on_ready("unix:PATH", None)``). Stops on
+    Prints the ready line to stdout (or calls ``on_ready(host, port)`` instead, of the first
+    address when there are several; for a unix socket ``on_ready("unix:PATH", None)``). Stops on
     SIGTERM/SIGINT when called on the main thread, or when ``stop.set()`` is called (pass your
     own :class:`~multiserve.stop.Stop` to stop it from another thread); then drains gracefully,
     logs the ``stopped: ...`` summary and returns the counts as a
@@ -110,11 +114,12 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
     sessions = SessionFactory(service, protocol_factory(config.protocol, config), observer)
     # before binding: a certificate that cannot be used is one error line, and nothing listens
     engine_obj = engine_class(config.engine)(config, tls=server_context(config))
-    bound = open_listener(config)
-    listener, address = bound.sock, bound.address
-    if config.reuse_port and config.engine == "hybrid" and address.kind != "tcp":
-        bound.close()
-        raise ValueError(f"--reuse-port: each worker binds its own HOST:PORT socket; it cannot share {address}")
+    bound = open_listeners(config)
+    address = bound[0].address
+    shared = [b.address for b in bound if b.address.kind != "tcp"]
+    if config.reuse_port and config.engine == "hybrid" and shared:
+        close_all(bound)
+        raise ValueError(f"--reuse-port: each worker binds its own HOST:PORT socket; it cannot share {shared[0]}")
 
     metrics = [None]
     patches = config.engine in PATCHES_AT_SERVE
@@ -124,7 +129,8 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
             metrics[0] = start_metrics(config, observer)
         interpreter.warn_if_gil_reenabled(f"this {config.engine} server")
         if on_ready is None:
-            print(ready_line(str(address), None, config.engine) + (" tls" if engine_obj.tls else "")
+            print(ready_line(str(address), None, config.engine, [str(b.address) for b in bound[1:]])
+                  + (" tls" if engine_obj.tls else "")
                   + (f" metrics={metrics[0].describe()}" if metrics[0] is not None else ""), flush=True)
         elif address.kind == "tcp":
             on_ready(address.host, address.port)
@@ -141,13 +147,13 @@ def serve(service=None, *, engine: str = "asyncio", config=None, on_ready=None, 
             sessions.open_service()
         try:
             with stop_on_signals(stop):
-                stats = engine_obj.serve(listener, sessions, ready=ready, stop=stop)
+                stats = engine_obj.serve([b.sock for b in bound], sessions, ready=ready, stop=stop)
         finally:
             close_coroutine_runners()
             if not in_workers:
                 sessions.close_service()
     finally:
-        bound.close()  # and a unix socket file is removed
+        close_all(bound)  # and their unix socket files are removed
         if metrics[0] is not None:
             metrics[0].close()
         if own_stop:

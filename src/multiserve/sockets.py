@@ -1,8 +1,8 @@
 """Listening sockets: where a server listens (``--bind``, ``--host/--port``, systemd socket
 activation), binding, SO_REUSEADDR/SO_REUSEPORT, unix socket files.
 
-``open_listener(config)`` is what ``multiserve.server`` calls: it returns a :class:`Listener`, the
-socket an engine accepts on plus what to undo at exit (a unix socket file is removed).
+``open_listeners(config)`` is what ``multiserve.server`` calls: it returns the :class:`Listener`
+list, each a socket an engine accepts on plus what to undo at exit (a unix socket file is removed).
 """
 from __future__ import annotations
 
@@ -85,23 +85,41 @@ class Listener:
             pass
 
 
-def open_listener(config) -> Listener:
-    """The one listener of a server: systemd's socket when ``LISTEN_PID`` names this process,
-    else ``config.bind``'s address, else ``config.host``/``config.port``. Raises OSError (with
-    the address) or ValueError (a socket that cannot serve) with one line."""
+def open_listeners(config) -> list[Listener]:
+    """Every listener of a server, in order: systemd's sockets when ``LISTEN_PID`` names this
+    process, else one per ``config.bind`` address (``--bind`` is repeatable), else
+    ``config.host``/``config.port``. All or nothing: when one cannot be opened, those opened
+    before it are closed (their unix socket files removed) and OSError (with the address) or
+    ValueError (a socket that cannot serve) is raised with one line."""
     inherited = systemd_sockets()
+    listeners: list[Listener] = []
     if inherited:
-        if len(inherited) > 1:
+        try:
             for sock in inherited:
+                listeners.append(adopt_fd(sock.fileno()))
+                sock.detach()  # the Listener's socket owns the descriptor now
+        except BaseException:
+            close_all(listeners)
+            for sock in inherited[len(listeners):]:
                 sock.close()
-            raise ValueError(f"systemd passed {len(inherited)} sockets (LISTEN_FDS); a server accepts on one: "
-                             "give its .socket unit one ListenStream=")
-        listener = adopt_fd(inherited[0].detach())
-        log.info("socket activation: serving %s (fd %d); --bind/--host/--port ignored",
-                 listener.address, SD_LISTEN_FDS_START)
-        return listener
-    address = config.bind[0] if config.bind else None
-    where = parse_bind(address) if address else BindAddress("tcp", host=config.host, port=config.port)
+            raise
+        log.info("socket activation: serving %s (fd %s); --bind/--host/--port ignored",
+                 ", ".join(str(listener.address) for listener in listeners),
+                 ", ".join(str(SD_LISTEN_FDS_START + i) for i in range(len(listeners))))
+        return listeners
+    wheres = [parse_bind(address) for address in config.bind] or \
+        [BindAddress("tcp", host=config.host, port=config.port)]
+    try:
+        for where in wheres:
+            listeners.append(open_one(where, config))
+    except BaseException:
+        close_all(listeners)
+        raise
+    return listeners
+
+
+def open_one(where: BindAddress, config) -> Listener:
+    """The listener of one address (``config`` gives its backlog, unix mode, SO_REUSEPORT)."""
     if where.kind == "fd":
         return adopt_fd(where.fd)
     if where.kind == "unix":
@@ -109,6 +127,12 @@ def open_listener(config) -> Listener:
     sock = bind_listener(where.host, where.port, config.backlog,
                          reuse_port=config.reuse_port and config.engine == "hybrid")
     return Listener(sock, describe(sock))
+
+
+def close_all(listeners) -> None:
+    """Close every listener (and remove its unix socket file), in order."""
+    for listener in listeners:
+        listener.close()
 
 
 def systemd_sockets() -> list[socket.socket]:

@@ -103,14 +103,14 @@ def accept_some(listener, start, errors: AcceptErrorLog, *, room=None, limit: in
 class Acceptor:
     """The accept loop of the thread, threadpool and process engines, run on the main thread.
 
-    It waits in ``poll`` on the listener, on the stop's pipe (which signals also wake) and on a
-    pipe of its own that finished connections write to. Past ``max_conns`` open connections it
-    stops polling the listener, so new clients wait in the kernel's backlog and are served in
-    turn as slots free.
+    It waits in ``poll`` on every listener, on the stop's pipe (which signals also wake) and on a
+    pipe of its own that finished connections write to. Past ``max_conns`` open connections (from
+    all listeners together) it stops polling the listeners, so new clients wait in the kernel's
+    backlogs and are served in turn as slots free.
     """
 
-    def __init__(self, listener, max_conns: int, stop):
-        self.listener = listener
+    def __init__(self, listeners, max_conns: int, stop):
+        self.listeners = list(listeners)
         self.max_conns = max_conns
         self.stop = stop
         self.active = 0
@@ -149,8 +149,11 @@ class Acceptor:
         """Accept until the stop is set. ``start_connection(sock, peer)`` must not block;
         ``on_wake()`` runs after every wake-up (the process engine reaps children there);
         ``tick()`` runs at least every ``period`` seconds (the threadpool engine's timeouts)."""
-        self.listener.setblocking(False)
-        listen_fd, stop_fd = self.listener.fileno(), self.stop.fileno()
+        by_fd = {}
+        for listener in self.listeners:
+            listener.setblocking(False)
+            by_fd[listener.fileno()] = listener
+        stop_fd = self.stop.fileno()
         start = self._started(start_connection)
         poller = select.poll()
         poller.register(self.wake_r, select.POLLIN)
@@ -159,13 +162,15 @@ class Acceptor:
         while not self.stop.is_set():
             if self._room() != listening:
                 listening = not listening
-                poller.register(listen_fd, select.POLLIN) if listening else poller.unregister(listen_fd)
+                for listen_fd in by_fd:
+                    poller.register(listen_fd, select.POLLIN) if listening else poller.unregister(listen_fd)
             events = poller.poll(int(period * 1000))
             if tick is not None:
                 tick()
             for fd, _ in events:
-                if fd == listen_fd:
-                    if listening and not accept_some(self.listener, start, self.errors, room=self._room):
+                listener = by_fd.get(fd)
+                if listener is not None:
+                    if listening and not accept_some(listener, start, self.errors, room=self._room):
                         time.sleep(ACCEPT_BACKOFF_SECONDS)  # descriptors free up as connections close
                     continue
                 if fd == stop_fd:

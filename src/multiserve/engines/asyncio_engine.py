@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..session import Pools
@@ -33,7 +34,8 @@ DEFAULT_BLOCKING_THREADS = 16
 
 
 class LoopServer:
-    """Accepts on ``listener`` and serves its connections on the running loop until ``stop``.
+    """Accepts on every one of ``listeners`` and serves their connections on the running loop
+    until ``stop``.
 
     Hooks (the hybrid engine's; each optional): ``admission(open_here) -> bool`` replaces the
     per-process ``--max-conns`` test; ``on_request(n)`` is told of every n replies;
@@ -44,14 +46,16 @@ class LoopServer:
     that takes each connection once idle instead of closing it, or None (never called with TLS:
     the TLS state is in this process); ``adopt(sock)`` takes in a connection another worker handed
     off. Accepting is ours, not ``loop.create_server``'s, for two reasons: past ``--max-conns`` we
-    stop reading the listener (clients wait in the backlog), and on stop we accept what the kernel
-    already queued in the backlog before closing it, so no connection the kernel accepted
-    is reset. The caller owns ``listener``.
+    stop reading the listeners (clients wait in the backlogs; the limit counts all listeners'
+    connections together), and on stop we accept what the kernel already queued in each backlog
+    before closing it, so no connection the kernel accepted is reset. The caller owns
+    ``listeners``.
     """
 
-    def __init__(self, listener: socket.socket, sessions, config, *, cpu_pool=None, admission=None,
-                 on_request=None, on_last_accept=None, tls=None, handoff=None, threads=None):
-        self.listener = listener
+    def __init__(self, listeners: Sequence[socket.socket] | socket.socket, sessions, config, *, cpu_pool=None,
+                 admission=None, on_request=None, on_last_accept=None, tls=None, handoff=None, threads=None):
+        # a lone socket is taken as one listener (benchmarks/ build a LoopServer by hand with one)
+        self.listeners = [listeners] if isinstance(listeners, socket.socket) else list(listeners)
         self.tls = tls  # an ssl.SSLContext: the loop's TLS transport wraps each connection
         self.sessions = sessions
         self.config = config
@@ -87,15 +91,17 @@ class LoopServer:
     def start_listening(self) -> None:
         if not self.listening and not self.stopping and self.can_accept():
             self.listening = True
-            self.loop.add_reader(self.listener.fileno(), self._accept_some)
+            for listener in self.listeners:
+                self.loop.add_reader(listener.fileno(), self._accept_some, listener)
 
     def stop_listening(self) -> None:
         if self.listening:
             self.listening = False
-            self.loop.remove_reader(self.listener.fileno())
+            for listener in self.listeners:
+                self.loop.remove_reader(listener.fileno())
 
-    def _accept_some(self, limit: int | None = None) -> None:
-        ok = accept_some(self.listener, self._start, self.errors, room=self.can_accept,
+    def _accept_some(self, listener, limit: int | None = None) -> None:
+        ok = accept_some(listener, self._start, self.errors, room=self.can_accept,
                          **({"limit": limit} if limit else {}))
         if not ok:
             self.stop_listening()
@@ -175,7 +181,8 @@ class LoopServer:
     # -- serving ----------------------------------------------------------------------------
     async def serve(self, stop: asyncio.Event, ready=None) -> ServeStats:
         """Serve until ``stop`` is set, then drain; returns the counts."""
-        self.listener.setblocking(False)
+        for listener in self.listeners:
+            listener.setblocking(False)
         period = deadlines.sweep_period(self.config)
         self.loop.call_later(period, self._sweep, period)
         await self.sessions.open_service_async()  # on this loop, before accepting (an app's startup)
@@ -199,7 +206,8 @@ class LoopServer:
         self.answer_inline = False
         self.stop_listening()
         # Connections the kernel accepted but we have not: take them in, so they are served.
-        self._accept_some(limit=config.backlog)
+        for listener in self.listeners:
+            self._accept_some(listener, limit=config.backlog)
         if self.on_last_accept is not None:
             self.on_last_accept()
         if self.handoff is not None and self.tls is None:
@@ -249,16 +257,16 @@ def loop_stop_event(loop: asyncio.AbstractEventLoop, stop) -> asyncio.Event:
 class AsyncioEngine(Engine):
     name = "asyncio"
 
-    def serve(self, listener, sessions, *, ready, stop):
+    def serve(self, listeners, sessions, *, ready, stop):
         loop = new_event_loop(self.config.uvloop)
         asyncio.set_event_loop(loop)
         log.debug("event loop: %s", loop_name(loop))
         try:
-            return loop.run_until_complete(self._main(listener, sessions, ready, stop))
+            return loop.run_until_complete(self._main(listeners, sessions, ready, stop))
         finally:
             loop.close()
 
-    async def _main(self, listener, sessions, ready, stop):
+    async def _main(self, listeners, sessions, ready, stop):
         loop = asyncio.get_running_loop()
-        server = LoopServer(listener, sessions, self.config, tls=self.tls)
+        server = LoopServer(listeners, sessions, self.config, tls=self.tls)
         return await server.serve(loop_stop_event(loop, stop), ready=ready)

@@ -4,12 +4,15 @@ An engine moves bytes and schedules work; it never names a protocol or a service
 (``multiserve.server.serve``) does::
 
     engine = SomeEngine(config)                 # pre-fork: no side effect on the process
-    stats = engine.serve(listener, sessions, ready=ready, stop=stop)
+    stats = engine.serve(listeners, sessions, ready=ready, stop=stop)
 
 What the caller provides, and may rely on:
 
-``listener``
-    a bound, listening socket; the engine accepts on it, the caller closes it afterwards.
+``listeners``
+    a non-empty sequence of bound, listening sockets (one per ``--bind`` address, or systemd's
+    sockets), TCP and unix alike; the engine accepts on every one of them and serves the same
+    sessions on all, ``--max-conns`` counting connections from all of them together (one limit
+    for the server), and a graceful drain stops every one. The caller closes them afterwards.
 ``sessions``
     a :class:`~multiserve.session.SessionFactory`: ``sessions.make_session(peer)`` per accepted
     connection; ``sessions.plan`` says which pools the service wants (``wants_cpu_pool``);
@@ -38,6 +41,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Sequence
 
 # One recv per wake-up: 64 KiB drains a full loopback segment train without a second call.
 RECV_SIZE = 65536
@@ -55,7 +59,7 @@ class Engine:
         self.config = config
         self.tls = tls
 
-    def serve(self, listener: socket.socket, sessions, *, ready, stop) -> "ServeStats":
+    def serve(self, listeners: Sequence[socket.socket], sessions, *, ready, stop) -> "ServeStats":
         raise NotImplementedError
 
 

@@ -90,14 +90,15 @@ def watchdog_period(idle_timeout: float) -> float:
 class GeventEngine(Engine):
     name = "gevent"
 
-    def serve(self, listener, sessions, *, ready, stop):
+    def serve(self, listeners, sessions, *, ready, stop):
         patch()
         import gevent
         import gevent.lock
         import gevent.socket
 
-        if not isinstance(listener, gevent.socket.socket):  # made before patching (embedding)
-            listener = gevent.socket.socket(listener.family, listener.type, fileno=listener.detach())
+        listeners = [listener if isinstance(listener, gevent.socket.socket)  # made before patching (embedding)
+                     else gevent.socket.socket(listener.family, listener.type, fileno=listener.detach())
+                     for listener in listeners]
         config = self.config
         # A coroutine service runs on an asyncio loop of an OS thread of gevent's pool: asyncio
         # knows one running loop per OS thread, and every greenlet shares this one.
@@ -116,9 +117,16 @@ class GeventEngine(Engine):
                 if slots is not None:
                     slots.release()
 
-        def accept_forever():
+        # With several listeners and --max-conns, an accepting greenlet takes a slot only once its
+        # listener has a client waiting: one holding a slot while idle on its listener would
+        # keep the others' clients waiting though the server is under the limit.
+        wait_first = slots is not None and len(listeners) > 1
+
+        def accept_forever(listener):
             errors = AcceptErrorLog()
             while True:
+                if wait_first:
+                    gevent.socket.wait_read(listener.fileno())
                 if slots is not None:
                     slots.acquire()  # past --max-conns, new clients wait in the backlog
                 try:
@@ -142,13 +150,13 @@ class GeventEngine(Engine):
                 gevent.sleep(period)
                 watch_idle(channels, idle, time.monotonic(), raise_in)
 
-        acceptor = gevent.spawn(accept_forever)
+        acceptors = [gevent.spawn(accept_forever, listener) for listener in listeners]
         watcher = gevent.spawn(watchdog)
         ready()
         while not stop.is_set():  # the stop's pipe wakes the hub, signals included
             gevent.socket.wait_read(stop.fileno())
             stop.drain()
-        acceptor.kill()
+        gevent.killall(acceptors)
         watcher.kill()
         channels.drain(config.grace)
         return stats

@@ -7,12 +7,12 @@ installed): blocking calls go to its thread pool (``--threads``), CPU-bound ones
 process pool (``--cpu-workers`` processes per worker), so the loop keeps answering light requests
 while heavy ones run.
 
-Listening: by default the supervisor's socket is shared by every worker (one accept queue: a
-connection waiting in it survives any one worker's exit, so a reload refuses nothing). With
-``--reuse-port`` each worker binds its own SO_REUSEPORT socket (the kernel spreads connections
-over them) and the supervisor keeps only a bound, non-listening socket that reserves the port.
-A retiring ``--reuse-port`` worker accepts its whole backlog and closes its socket at once, then
-drains; a connection the kernel queues in the microseconds between that last accept and the
+Listening: by default the supervisor's sockets (one per ``--bind``) are shared by every worker
+(one accept queue each: a connection waiting in it survives any one worker's exit, so a reload
+refuses nothing). With ``--reuse-port`` each worker binds its own SO_REUSEPORT socket per
+address (the kernel spreads connections over them) and the supervisor keeps only a bound,
+non-listening socket per address that reserves the port. A retiring ``--reuse-port`` worker
+accepts its whole backlogs and closes its sockets at once, then drains; a connection the kernel queues in the microseconds between that last accept and the
 close is reset (Linux migrates it instead when ``net.ipv4.tcp_migrate_req`` is 1).
 
 On the shared socket the worker already running wins every accept race, so workers publish their
@@ -75,17 +75,24 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 class HybridEngine(Engine):
     name = "hybrid"
 
-    def serve(self, listener, sessions, *, ready, stop):
+    def serve(self, listeners, sessions, *, ready, stop):
         config = self.config
-        reserved = None
+        reserved = []
         inboxes = new_namespace()  # the names of the workers' hand-off inboxes
         if config.reuse_port:
-            host, port = address_of(listener)
-            reserved = reserve_port(host, port)
-            listener.close()  # it listens, and nobody would accept what the kernel queued on it
-            worker = HybridWorker(config, sessions, None, (host, port), reserved, self.tls, inboxes)
+            addresses = [address_of(listener) for listener in listeners]
+            try:
+                for host, port in addresses:
+                    reserved.append(reserve_port(host, port))
+            except BaseException:
+                for sock in reserved:
+                    sock.close()
+                raise
+            for listener in listeners:
+                listener.close()  # it listens, and nobody would accept what the kernel queued on it
+            worker = HybridWorker(config, sessions, None, addresses, reserved, self.tls, inboxes)
         else:
-            worker = HybridWorker(config, sessions, listener, None, None, self.tls, inboxes)
+            worker = HybridWorker(config, sessions, list(listeners), None, [], self.tls, inboxes)
         arbiter = Arbiter(worker.run, stop=stop, workers=config.workers, worker_timeout=config.worker_timeout,
                           grace=config.grace)
         # As the process engine does: what the supervisor made so far is out of the collector's
@@ -94,8 +101,8 @@ class HybridEngine(Engine):
         try:
             arbiter.run(ready)
         finally:
-            if reserved is not None:
-                reserved.close()
+            for sock in reserved:
+                sock.close()
         return ServeStats(*arbiter.totals)
 
 
@@ -113,28 +120,31 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class HybridWorker:
     """One worker process: built in the supervisor, ``run(context)`` runs in the forked child."""
 
-    def __init__(self, config, sessions, listener, address, reserved, tls=None, inboxes=None):
+    def __init__(self, config, sessions, listeners, addresses, reserved, tls=None, inboxes=None):
         self.config = config
         self.inboxes = inboxes  # the prefix of the workers' hand-off socket names
         self.tls = tls  # the supervisor's ssl.SSLContext, inherited by the fork
         self.sessions = sessions
-        self.listener = listener  # shared; None with --reuse-port
-        self.address = address  # (host, port) each --reuse-port worker binds
-        self.reserved = reserved
+        self.listeners = listeners  # shared; None with --reuse-port
+        self.addresses = addresses  # the (host, port) list each --reuse-port worker binds
+        self.reserved = reserved  # the supervisor's port reservations (--reuse-port)
 
     def run(self, context) -> int:
         config = self.config
-        if self.reserved is not None:
-            self.reserved.close()  # the supervisor's, not ours
+        for sock in self.reserved:
+            sock.close()  # the supervisor's, not ours
+        listeners = self.listeners if self.listeners is not None else []
         try:
             pool = self._cpu_pool()  # first: while this process has a single thread (fork-safe)
-            listener = self.listener
-            if listener is None:
-                listener = bind_listener(self.address[0], self.address[1], config.backlog, reuse_port=True)
+            if self.listeners is None:
+                for host, port in self.addresses:
+                    listeners.append(bind_listener(host, port, config.backlog, reuse_port=True))
             inbox = self._inbox(context.index)
             self.sessions.open_service()
         except Exception as exc:
             log.error("worker %d cannot start: %s: %s", os.getpid(), type(exc).__name__, exc)
+            for listener in listeners:
+                listener.close()
             return BOOT_ERROR
         stats = ServeStats()
         loop = new_event_loop(config.uvloop)
@@ -142,7 +152,7 @@ class HybridWorker:
         stop = Stop()
         try:
             with stop_on_signals(stop):
-                stats = loop.run_until_complete(self._serve(context, listener, pool, stop, inbox))
+                stats = loop.run_until_complete(self._serve(context, listeners, pool, stop, inbox))
         except ServiceStartError as exc:  # open_async on the loop (an app's startup) failed
             log.error("worker %d cannot start: %s", os.getpid(), exc)
             return BOOT_ERROR
@@ -150,7 +160,8 @@ class HybridWorker:
             if inbox is not None:
                 inbox.close()
             loop.close()
-            listener.close()
+            for listener in listeners:
+                listener.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             self.sessions.close_service()
@@ -177,16 +188,16 @@ class HybridWorker:
         """
         if not (self.sessions.plan.wants_cpu_pool and self.config.cpu_workers > 0):
             return None
-        inherited = [self.listener] if self.listener is not None else []  # "fork": passed as is
+        inherited = list(self.listeners or ())  # "fork": passed as is
         pool = ProcessPoolExecutor(self.config.cpu_workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_cpu_process_init, initargs=(inherited,))
         pool.submit(int).result()
         return pool
 
-    async def _serve(self, context, listener, pool, stop, inbox) -> ServeStats:
+    async def _serve(self, context, listeners, pool, stop, inbox) -> ServeStats:
         config = self.config
         loop = asyncio.get_running_loop()
-        shared = self.listener is not None
+        shared = self.listeners is not None
         slot = context.slot
         can_hand_off = inbox is not None and self.tls is None
         budget = RequestBudget(config.max_requests, slot, hand_off=can_hand_off) if config.max_requests else None
@@ -204,10 +215,12 @@ class HybridWorker:
             couriers.append(Courier(loop, self.inboxes, context))
             return couriers[0]
 
-        server = LoopServer(listener, self.sessions, config, cpu_pool=pool, admission=admission,
-                            on_request=budget,
-                            # our own SO_REUSEPORT socket: leave the group right after the last accept
-                            on_last_accept=None if shared else listener.close, tls=self.tls,
+        def leave_groups():  # our own SO_REUSEPORT sockets: leave each group right after the last accept
+            for listener in listeners:
+                listener.close()
+
+        server = LoopServer(listeners, self.sessions, config, cpu_pool=pool, admission=admission,
+                            on_request=budget, on_last_accept=None if shared else leave_groups, tls=self.tls,
                             handoff=courier if can_hand_off else None)
         if admission is not None:
             admission.server = server
@@ -348,7 +361,7 @@ class Admission:
 
 def _cpu_process_init(inherited_sockets) -> None:
     """In each CPU process: die with the worker (even a kill -9'd one), leave Ctrl-C to the
-    worker, and close the listening socket we inherited (it must not outlive the worker)."""
+    worker, and close the listening sockets we inherited (they must not outlive the worker)."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for sock in inherited_sockets:

@@ -12,8 +12,8 @@ runs as on one loop, and the extra loops only cost switches. On a free-threaded 
 (``sys._is_gil_enabled()`` False) the loops and the pool threads run Python at the same time, as
 the hybrid engine's processes do, but with one copy of the service and no fork.
 
-Listening: one listener, accepted by the first loop (the calling thread), which hands each
-connection to the next loop in turn (``call_soon_threadsafe``). Measured against one
+Listening: the listeners (one, or one per ``--bind``) are all accepted by the first loop (the
+calling thread), which hands each connection to the next loop in turn (``call_soon_threadsafe``). Measured against one
 SO_REUSEPORT socket per loop (docs/free-threading.md has the commands): new connections cost
 about 5% more server CPU (a cross-thread wake each; 67-76 against 64-67 ms per 1,000
 connect-request-close cycles, 2 loops) and nothing once connected; in exchange the split is
@@ -94,8 +94,8 @@ class AcceptingServer(LoopServer):
     """The first loop's server: accepts for every loop, serves its own turn, and closes the
     service once the other loops (``others_done``: their threads' futures) have drained."""
 
-    def __init__(self, listener, sessions, config, *, share: Share, others_done, **hooks):
-        super().__init__(listener, sessions, config, admission=share.admits, **hooks)
+    def __init__(self, listeners, sessions, config, *, share: Share, others_done, **hooks):
+        super().__init__(listeners, sessions, config, admission=share.admits, **hooks)
         self.share = share
         self.others_done = others_done
 
@@ -117,8 +117,8 @@ class ServingServer(LoopServer):
     always no); a connection it closes may leave room under ``--max-conns``, so it wakes the
     accepting loop to look again."""
 
-    def __init__(self, listener, sessions, config, *, share: Share, **hooks):
-        super().__init__(listener, OpenedElsewhere(sessions), config, admission=lambda _open: False, **hooks)
+    def __init__(self, listeners, sessions, config, *, share: Share, **hooks):
+        super().__init__(listeners, OpenedElsewhere(sessions), config, admission=lambda _open: False, **hooks)
         self.share = share
 
     def connection_closed(self, channel) -> None:
@@ -190,14 +190,14 @@ class LoopThread(threading.Thread):
 class MultiloopEngine(Engine):
     name = "multiloop"
 
-    def serve(self, listener, sessions, *, ready, stop):
+    def serve(self, listeners, sessions, *, ready, stop):
         config = self.config
         pool_size = config.threads_or(DEFAULT_BLOCKING_THREADS)
         threads = ThreadPoolExecutor(pool_size, thread_name_prefix="blocking")
         share = Share(config.max_conns)
 
         def build() -> ServingServer:
-            return ServingServer(listener, sessions, config, share=share, threads=threads, tls=self.tls)
+            return ServingServer(listeners, sessions, config, share=share, threads=threads, tls=self.tls)
 
         others = [LoopThread(index, build, config.uvloop) for index in range(1, config.workers)]
         loop = new_event_loop(config.uvloop)
@@ -208,7 +208,7 @@ class MultiloopEngine(Engine):
             share.servers = [thread.made.result() for thread in others]  # the accepting one goes first
             log.info("multiloop: %d %s loops on threads, blocking and CPU-bound calls on %d threads (GIL %s)",
                      config.workers, loop_name(loop), pool_size, "on" if gil_enabled() else "off")
-            stats = loop.run_until_complete(self._accept(listener, sessions, share, threads, others, ready, stop))
+            stats = loop.run_until_complete(self._accept(listeners, sessions, share, threads, others, ready, stop))
         finally:
             for thread in others:
                 thread.stop()
@@ -225,14 +225,14 @@ class MultiloopEngine(Engine):
             thread.done.result()  # a loop that failed fails the serve
         return totals
 
-    async def _accept(self, listener, sessions, share, threads, others, ready, stop) -> ServeStats:
+    async def _accept(self, listeners, sessions, share, threads, others, ready, stop) -> ServeStats:
         loop = asyncio.get_running_loop()
 
         def stop_others():  # after the final accept: every connection is handed out by now
             for thread in others:
                 thread.stop()
 
-        server = AcceptingServer(listener, sessions, self.config, share=share, threads=threads, tls=self.tls,
+        server = AcceptingServer(listeners, sessions, self.config, share=share, threads=threads, tls=self.tls,
                                  others_done=[thread.done for thread in others], on_last_accept=stop_others)
         share.servers.insert(0, server)
         return await server.serve(loop_stop_event(loop, stop), ready=ready)

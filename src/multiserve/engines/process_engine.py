@@ -1,6 +1,6 @@
 """``process``: a process per connection, the classic fork-per-client server.
 
-The parent accepts and forks; the child closes the listener, serves its one client and exits.
+The parent accepts and forks; the child closes the listeners, serves its one client and exits.
 Children are reaped as SIGCHLD arrives (no zombies), counted against ``--max-conns``, and on
 stop the parent forwards SIGTERM, waits up to ``--grace`` for them to finish their in-flight
 requests, then SIGKILLs what is left. Children add their counts to a shared-memory array so the
@@ -44,10 +44,10 @@ class SharedCounts:
 class ProcessEngine(Engine):
     name = "process"
 
-    def serve(self, listener, sessions, *, ready, stop):
+    def serve(self, listeners, sessions, *, ready, stop):
         counts = SharedCounts()
         children: set[int] = set()
-        acceptor = Acceptor(listener, self.config.max_conns, stop)
+        acceptor = Acceptor(listeners, self.config.max_conns, stop)
 
         def reap():
             while children:
@@ -67,7 +67,7 @@ class ProcessEngine(Engine):
         def start(sock, peer):
             pid = os.fork()
             if pid == 0:
-                self._child(listener, acceptor, stop, sock, peer, sessions, counts)
+                self._child(listeners, acceptor, stop, sock, peer, sessions, counts)
             children.add(pid)
             sock.close()
 
@@ -85,14 +85,15 @@ class ProcessEngine(Engine):
             acceptor.close()
         return ServeStats(*counts.array)
 
-    def _child(self, listener, acceptor, parent_stop, sock, peer, sessions, counts) -> None:
+    def _child(self, listeners, acceptor, parent_stop, sock, peer, sessions, counts) -> None:
         """Runs in the forked child; never returns."""
         code = 0
         try:
             signal.set_wakeup_fd(-1)  # the parent's stop pipe, closed below
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
-            listener.close()
+            for listener in listeners:
+                listener.close()
             acceptor.close()
             parent_stop.close()
             stop, channels = Stop(), Channels()

@@ -12,11 +12,11 @@ from .connection_loop import ConnectionLoop, KernelTimeouts, SocketTimeouts
 class ThreadEngine(Engine):
     name = "thread"
 
-    def serve(self, listener, sessions, *, ready, stop):
+    def serve(self, listeners, sessions, *, ready, stop):
         stats, channels = ServeStats(), Channels()
         timeouts = (SocketTimeouts if self.tls else KernelTimeouts)(self.config.idle_timeout)
         serve_connection = ConnectionLoop(sessions, self.config, stats, channels, timeouts, self.tls)
-        acceptor = Acceptor(listener, self.config.max_conns, stop)
+        acceptor = Acceptor(listeners, self.config.max_conns, stop)
 
         def run(sock, peer):
             try:

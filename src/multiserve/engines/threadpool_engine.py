@@ -75,7 +75,7 @@ class Channel:
 class ThreadPoolEngine(Engine):
     name = "threadpool"
 
-    def serve(self, listener, sessions, *, ready, stop):
+    def serve(self, listeners, sessions, *, ready, stop):
         config = self.config
         self.sessions, self.stats = sessions, ServeStats()
         self.epoll = select.epoll()
@@ -83,7 +83,7 @@ class ThreadPoolEngine(Engine):
         self.stopping = False
         self.done = False
         self.emptied = threading.Condition()
-        self.acceptor = acceptor = Acceptor(listener, config.max_conns, stop)
+        self.acceptor = acceptor = Acceptor(listeners, config.max_conns, stop)
         self.period = deadlines.sweep_period(config)
         threads = [threading.Thread(target=self._follow, name=f"pool-{i}", daemon=True)
                    for i in range(config.threads_or(DEFAULT_THREADS))]

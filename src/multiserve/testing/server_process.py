@@ -29,9 +29,11 @@ class ServerProcess(launch.ServerProcess):
         except launch.NotReady as exc:
             raise RuntimeError(f"server {' '.join(self.args)} did not become ready: {exc}") from None
 
-    def connect(self, timeout: float = 10.0, tls=None) -> "Client":
-        """A client of this server (a unix socket's too); ``tls``: an ``ssl.SSLContext``."""
-        return Client(self.host, self.port, timeout=timeout, tls=tls)
+    def connect(self, timeout: float = 10.0, tls=None, address=None) -> "Client":
+        """A client of this server (a unix socket's too); ``tls``: an ``ssl.SSLContext``;
+        ``address``: one of ``self.addresses`` (a server on several), else the first."""
+        host, port = address if address is not None else (self.host, self.port)
+        return Client(host, port, timeout=timeout, tls=tls)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait; returns the exit code. Kills the group (and raises
