@@ -23,7 +23,7 @@ import logging
 
 from ..session import FAILED, PENDING, SETTLED, Interim
 from . import timeouts as deadlines
-from .base import LINGER_BYTES, LINGER_SECONDS, describe_error
+from .base import LINGER_BYTES, LINGER_SECONDS, PIPELINE_QUANTUM, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,15 @@ class Channel(asyncio.Protocol):
             if self.worker is not None or not server.answer_inline:
                 self._enqueue(requests)
             elif session.inline or (session.inline_split and session.can_answer_inline(requests)):
+                rest = None
+                if len(requests) > PIPELINE_QUANTUM:  # a long pipeline: the rest on later turns
+                    requests, rest = requests[:PIPELINE_QUANTUM], requests[PIPELINE_QUANTUM:]
                 reply = session.answer(requests[0]) if len(requests) == 1 else session.answer_all(requests)
                 self.write(reply) if type(reply) is bytes else self.transport.writelines(reply)
                 if server.on_request is not None:
                     server.on_request(len(requests))
+                if rest:
+                    self._enqueue(rest)
             elif session.soon and len(requests) == 1 and type(requests[0]) is not Interim:  # can_answer_soon, inline
                 self.worker = session.answer_soon(requests[0], self._answered)
             else:
@@ -197,15 +202,15 @@ class Channel(asyncio.Protocol):
             elif self.handing:  # retiring: this was the reply try_hand_off waited for
                 self.try_hand_off()
 
-    def _replied(self):
-        """After each reply is written: what the session says of the connection, the counts,
-        and reading again once the queue is short."""
+    def _replied(self, n: int = 1):
+        """After each reply (or ``n`` of them) is written: what the session says of the
+        connection, the counts, and reading again once the queue is short."""
         if not self.session.protocol.keep_alive:  # the reply ended the connection (the session's
             self.closing = True                   # contract: close once the replies are written)
         self.active = True
         server = self.server
         if server.on_request is not None:
-            server.on_request(1)
+            server.on_request(n)
         if self.reading_paused:
             self._read_again()
 
@@ -225,6 +230,9 @@ class Channel(asyncio.Protocol):
                 await self._write(reply)
                 self._replied()
             while queue:
+                if session.inline and server.answer_inline:
+                    await self._answer_quantum(queue)
+                    continue
                 reply = await session.answer_async(queue.popleft(), server.pools)
                 if self.transport.is_closing():
                     return
@@ -236,6 +244,19 @@ class Channel(asyncio.Protocol):
             self._close_now()
         elif self.handing:
             self.try_hand_off()
+
+    async def _answer_quantum(self, queue) -> None:
+        """Up to PIPELINE_QUANTUM queued requests of an inline service answered at once, then the
+        other connections' turn; while the client takes no replies, none (backpressure)."""
+        if self.write_paused_at is not None:
+            self.drained = self.server.loop.create_future()
+            await self.drained
+            return
+        batch = [queue.popleft() for _ in range(min(len(queue), PIPELINE_QUANTUM))]
+        reply = self.session.answer_all(batch)
+        self.write(reply) if type(reply) is bytes else self.transport.writelines(reply)
+        self._replied(len(batch))
+        await asyncio.sleep(0)
 
     async def _write(self, reply) -> None:
         """Write a reply (bytes, or an iterable or async iterable of pieces); a streamed one piece

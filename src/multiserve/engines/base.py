@@ -45,6 +45,14 @@ from collections.abc import Sequence
 
 # One recv per wake-up: 64 KiB drains a full loopback segment train without a second call.
 RECV_SIZE = 65536
+# Fairness: pipelined requests one connection has answered before the others get a turn (the
+# event loops and gevent; threads are preempted anyway). A client pipelining without reading its
+# replies fills the kernel's send buffer (tcp_wmem's 4 MiB here: ~380,000 replies of 11 bytes)
+# before backpressure stops it, and one read brings up to 23,000 such requests (uvloop reads
+# 256 KiB): answered in one go, ten such clients made a loop turn ~0.2 s and a polite client's
+# replies 6 s late (docs/reliability.md, never-read). 256 requests are ~0.1 ms of work, and a
+# pipelined batch still costs one write per 256 replies.
+PIPELINE_QUANTUM = 256
 # Bytes discarded, and seconds spent, while delivering a final error reply (see close_with_error).
 LINGER_BYTES = 1 << 20
 LINGER_SECONDS = 1.0

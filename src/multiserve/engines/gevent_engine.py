@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 # Threads for coroutine services (--threads): the asyncio engine's default for its blocking pool.
 DEFAULT_COROUTINE_THREADS = 16
+# A connection's turn ends (ConnectionLoop.yield_turn: after engines.base.PIPELINE_QUANTUM
+# pipelined requests) with a sleep this short: any positive sleep is a timer, and the loop polls
+# every socket before it fires, so each connection with work gets a turn in between. Not
+# sleep(0), which runs up to 50 other ready greenlets before polling (a polite client waited
+# for 50 quanta of the flooders: tests/test_fairness.py), nor gevent.idle(), which waits while
+# any socket is ready (a busy client then starved the pipelining ones).
+TURN_SLEEP = 1e-6
 
 
 def patch() -> None:
@@ -107,7 +114,7 @@ class GeventEngine(Engine):
         sessions.run_coroutine = lambda coro: threadpool.apply(run_coroutine_here, (coro,))
         stats, channels = ServeStats(), Channels()
         serve_connection = ConnectionLoop(sessions, config, stats, channels, WatchdogTimeouts(gevent.getcurrent),
-                                          self.tls)
+                                          self.tls, yield_turn=lambda: gevent.sleep(TURN_SLEEP))
         slots = gevent.lock.BoundedSemaphore(config.max_conns) if config.max_conns else None
 
         def run(sock, peer):

@@ -208,7 +208,7 @@ class MultiloopEngine(Engine):
             share.servers = [thread.made.result() for thread in others]  # the accepting one goes first
             log.info("multiloop: %d %s loops on threads, blocking and CPU-bound calls on %d threads (GIL %s)",
                      config.workers, loop_name(loop), pool_size, "on" if gil_enabled() else "off")
-            stats = loop.run_until_complete(self._accept(listeners, sessions, share, threads, others, ready, stop))
+            loop.run_until_complete(self._accept(listeners, sessions, share, threads, others, ready, stop))
         finally:
             for thread in others:
                 thread.stop()

@@ -74,3 +74,20 @@ class FailingSetupService(Service):
 
     def handle(self, request, conn):
         return request.upper()
+
+
+class ServedSoFarService(Service):
+    """``served`` is answered with how many requests this process has answered so far; any
+    other line comes back upper-cased. Between two ``served`` of one client, the difference is
+    how many requests the others had answered meanwhile (fairness checks, no clock involved)."""
+
+    blocking = False
+
+    def __init__(self):
+        self.answered = 0
+
+    def handle(self, request, conn):
+        self.answered += 1
+        if request == b"served\n":
+            return b"%d\n" % self.answered
+        return request.upper()
