@@ -154,6 +154,24 @@ def send_reply(sendall, reply) -> None:
             sendall(piece)
 
 
+def yield_gil() -> None:
+    """A thread's turn ends: ``time.sleep(0)`` releases the GIL, and a thread waiting for it
+    (a client's recv that returned, say) runs before this one goes on."""
+    time.sleep(0)
+
+
+def answer_in_turns(session, requests, send, yield_turn) -> None:
+    """Answer ``requests`` (a read's worth) and write the replies with the blocking ``send``,
+    PIPELINE_QUANTUM at a time, calling ``yield_turn()`` after each so that other connections
+    get theirs (a thread's ``time.sleep(0)`` hands the GIL over; gevent's a timer tick)."""
+    if len(requests) <= PIPELINE_QUANTUM:
+        send_reply(send, session.answer_all(requests))
+        return
+    for start in range(0, len(requests), PIPELINE_QUANTUM):
+        send_reply(send, session.answer_all(requests[start:start + PIPELINE_QUANTUM]))
+        yield_turn()
+
+
 def describe_error(exc: OSError) -> str:
     """The one log line's text for a connection's I/O error."""
     if isinstance(exc, (BlockingIOError, TimeoutError)):

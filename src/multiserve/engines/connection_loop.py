@@ -15,7 +15,8 @@ import time
 from ..session import FAILED, PENDING, SETTLED
 from ..tls import handshake
 from . import timeouts as deadlines
-from .base import PIPELINE_QUANTUM, RECV_SIZE, close_with_error, describe_error, send_reply, set_nodelay
+from .base import (PIPELINE_QUANTUM, RECV_SIZE, answer_in_turns, close_with_error, describe_error, send_reply,
+                   set_nodelay)
 from .channels import Channel, Channels
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,11 @@ class ConnectionLoop:
 
     def __init__(self, sessions, config, stats, channels: Channels, timeouts, tls=None, yield_turn=None):
         self.sessions = sessions
-        # gevent: a greenlet whose socket always has data never blocks, so never yields; it
-        # answers a long pipeline PIPELINE_QUANTUM requests per turn, then yield_turn() lets the
-        # others have theirs (gevent_engine.TURN_SLEEP). None: threads, preempted anyway
+        # A long pipeline is answered PIPELINE_QUANTUM requests per turn, then yield_turn() lets
+        # the others have theirs: a gevent greenlet whose socket always has data never blocks,
+        # so never yields (gevent_engine.TURN_SLEEP); a thread holds the GIL for whole switch
+        # intervals while the others queue for it on every recv and send (time.sleep(0) hands
+        # it over). None: answered in one go (a process per connection)
         self.yield_turn = yield_turn
         self.config = config
         self.stats = stats
@@ -130,7 +133,7 @@ class ConnectionLoop:
             requests = receive(data)
             if requests:
                 if len(requests) > PIPELINE_QUANTUM and self.yield_turn is not None:
-                    self._answer_in_turns(requests, session, send)
+                    answer_in_turns(session, requests, send, self.yield_turn)
                 else:
                     reply = answer(requests[0]) if len(requests) == 1 else session.answer_all(requests)
                     send(reply) if type(reply) is bytes else send_reply(send, reply)
@@ -149,11 +152,6 @@ class ConnectionLoop:
                 return close_with_error(sock, session.error.reply)
             else:
                 return close_with_error(sock, None)
-
-    def _answer_in_turns(self, requests, session, send) -> None:
-        for start in range(0, len(requests), PIPELINE_QUANTUM):
-            send_reply(send, session.answer_all(requests[start:start + PIPELINE_QUANTUM]))
-            self.yield_turn()
 
     def _answer_buffered(self, sock, session, send, tls: bool) -> None:
         """On stop: answer whole requests the client already sent, without waiting for more."""

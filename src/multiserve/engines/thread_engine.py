@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 from .acceptor import Acceptor
-from .base import Engine, ServeStats
+from .base import Engine, ServeStats, yield_gil
 from .channels import Channels
 from .connection_loop import ConnectionLoop, KernelTimeouts, SocketTimeouts
 
@@ -15,7 +15,8 @@ class ThreadEngine(Engine):
     def serve(self, listeners, sessions, *, ready, stop):
         stats, channels = ServeStats(), Channels()
         timeouts = (SocketTimeouts if self.tls else KernelTimeouts)(self.config.idle_timeout)
-        serve_connection = ConnectionLoop(sessions, self.config, stats, channels, timeouts, self.tls)
+        serve_connection = ConnectionLoop(sessions, self.config, stats, channels, timeouts, self.tls,
+                                          yield_turn=yield_gil)
         acceptor = Acceptor(listeners, self.config.max_conns, stop)
 
         def run(sock, peer):

@@ -35,7 +35,8 @@ from ..session import CLOSE, FAILED, PENDING, SETTLED
 from ..tls import handshake_failed, send_all
 from . import timeouts as deadlines
 from .acceptor import Acceptor
-from .base import RECV_SIZE, Engine, ServeStats, close_with_error, describe_error, send_reply, set_nodelay
+from .base import (RECV_SIZE, Engine, ServeStats, answer_in_turns, close_with_error, describe_error, send_reply,
+                   set_nodelay, yield_gil)
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +220,8 @@ class ThreadPoolEngine(Engine):
                 self._close(channel)
                 return False
             requests = session.receive(data)
-            if requests:
-                send_reply(channel.sendall, session.answer_all(requests))
+            if requests:  # a long pipeline in quanta, the GIL handed over between them
+                answer_in_turns(session, requests, channel.sendall, yield_gil)
         except (BlockingIOError, ssl.SSLWantReadError):
             return self._release(channel)
         except OSError as exc:
