@@ -73,8 +73,11 @@ class LoadConnection(asyncio.Protocol):
         """End the connection as a well-behaved client does: shut down the sending side (the
         server sees EOF between requests, not a reset), read what it still sends (the replies in
         flight: the worker has ended, so they are not counted) until its EOF, then close. After
-        ``timeout`` seconds without the server's EOF, abort. The caller has already set ``alive``
-        False, so the EOF is not counted as an error either."""
+        ``timeout`` seconds without the server's EOF, abort. The EOF that answers ours is not
+        counted as an error either: ``alive`` is set False here, not only by the worker's end,
+        since a reconnect can complete after that end (``connection_made`` sets ``alive`` again)
+        and be closed here before its ``_reconnect`` resumes to say the run is over."""
+        self.alive = False
         transport = self.transport
         if transport is None or transport.is_closing():
             return
