@@ -15,13 +15,14 @@ from multiserve.compare.runner import BASELINE_NEEDS_ENGINE
 from multiserve.engines import unavailable
 from multiserve.interpreter import free_threaded_build
 
-# Known defect, free-threaded build only (issue 13, found in a CI run of `make test-ft`): the
-# window's CPU readings, taken by a sleeping thread of this test process (whose GIL hdrhistogram
-# turns back on), came late enough that both fell after the load and the window read 0.0 s. compare
-# runs its load generator from the GIL venv; these CPU checks are that build's until it is fixed.
-CPU_WINDOW_ON_FT = pytest.mark.skipif(free_threaded_build(), reason=(
-    "known defect on the free-threaded build: compare's CPU-window thread reads late (0.0 s) there; "
-    "run compare from the GIL venv"))
+# The CPU of a cell's window is given only when timed readings bracket both its boundaries
+# closely (multiserve.compare.window); otherwise it is None and the report shows "–", never 0.0.
+# On the GIL build every cell here gets a figure (10 of 10 cells measured on the loaded 2-vCPU
+# reference machine). On the free-threaded build a single /proc read of the server (whose threads
+# run in parallel) blocked in the kernel for 70-830 ms with under 4 ms of the reading thread's
+# CPU (nice -10 did not help), so 3 of 10 cells there had no figure: that build checks the figure
+# is honest (positive, or None and shown as "–"), not that it is there.
+CPU_FIGURE_EVERY_CELL = not free_threaded_build()
 
 CELL_FIELDS = {"service", "engine", "baseline", "connections", "rps", "p50_us", "p99_us", "p999_us", "errors",
                "mismatches", "cpu_s", "rss_kib", "status", "reason", "rps_ci", "prime", "client_cpu_pct",
@@ -57,6 +58,17 @@ def report_rows(text: str) -> dict[tuple[int, str], list[str]]:
     return rows
 
 
+def check_cpu(cell, rows=None):
+    """A positive CPU figure, or (the free-threaded build only, see CPU_FIGURE_EVERY_CELL) None
+    with no CPU per request and "–" in the report's row."""
+    if cell["cpu_s"] is None and not CPU_FIGURE_EVERY_CELL:
+        assert cell["cpu_us_per_request"] is None
+        if rows is not None:
+            assert rows[(cell["connections"], cell["engine"])]["CPU µs/req"] == "–"
+        return
+    assert cell["cpu_s"] > 0 and cell["cpu_us_per_request"] > 0
+
+
 def check_report_matches(out, results):
     rows = report_rows((out / "report.md").read_text())
     assert len(rows) == len(results["cells"])
@@ -73,7 +85,6 @@ def check_report_matches(out, results):
 
 
 @pytest.mark.timeout(180)
-@CPU_WINDOW_ON_FT
 def test_tiny_matrix_writes_results_report_and_plots(tmp_path):
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "multiserve", "compare", "--engines", "thread,asyncio", "--services", "upper",
@@ -95,10 +106,12 @@ def test_tiny_matrix_writes_results_report_and_plots(tmp_path):
         assert cell["baseline"] is False and cell["service"] == "upper"
         assert cell["rps"] > 0 and cell["errors"] == 0 and cell["mismatches"] == 0
         assert 0 < cell["p50_us"] <= cell["p99_us"] <= cell["p999_us"]
-        assert cell["cpu_s"] > 0 and cell["rss_kib"] > 1024  # an interpreter is over 1 MiB
+        assert cell["rss_kib"] > 1024  # an interpreter is over 1 MiB
         assert cell["raw"][0]["requests"] > 0
 
-    check_report_matches(out, results)
+    rows = check_report_matches(out, results)
+    for cell in cells:
+        check_cpu(cell, rows)
     report = (out / "report.md").read_text()
     # one run per cell: no interval, so no winner is claimed, and the report says why
     assert results["verdicts"] == [{"service": "upper", "connections": 4, "winner": None,
@@ -175,7 +188,6 @@ Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 
 
 @pytest.mark.timeout(180)
-@CPU_WINDOW_ON_FT
 def test_engines_none_measures_a_foreign_server_as_an_engine(tmp_path):
     script = tmp_path / "foreign.py"
     script.write_text(FOREIGN_SERVER)
@@ -192,7 +204,8 @@ def test_engines_none_measures_a_foreign_server_as_an_engine(tmp_path):
                                                                         ("echo", "foreign", "server")]
     for cell in cells:
         assert cell["status"] == "ok", cell["reason"]
-        assert cell["rps"] > 0 and cell["mismatches"] == 0 and cell["cpu_s"] > 0
+        assert cell["rps"] > 0 and cell["mismatches"] == 0
+        check_cpu(cell)
         assert cell["exit_codes"] == [3]  # recorded, not a failed cell
         assert cell["prime"]["max_us"] > 0 and len(cell["rps_ci"]) == 2
     assert [c["expect"] for c in cells] == ["upper", "echo"]

@@ -20,6 +20,12 @@ inside each bracket (linear in time, between the readings' midpoints), and retur
 report then says there is no CPU figure) when a boundary is not bracketed by real readings, or
 when the worst-case error exceeds :data:`MAX_ERROR_SHARE` of the figure: a late or slow reading
 widens its bracket and so turns the figure into None, never into 0.0 or a guess.
+
+How often there is no figure depends on the machine: none in 10 GIL-build cells on the loaded
+2-vCPU reference machine, 3 in 10 free-threaded ones, where single /proc reads of a server whose
+threads run in parallel blocked in the kernel for 70-830 ms (under 4 ms of the reading thread's
+CPU; nice -10 did not help). Reading around the boundaries from ``LEAD`` before them, rather
+than once each, is what keeps the first number that low.
 """
 from __future__ import annotations
 
@@ -33,12 +39,17 @@ from typing import Callable, NamedTuple, Sequence
 # figures of short windows on a loaded machine: a 0.3 s window of a server using one core,
 # read with 5-20 ms brackets (this machine at load ~8), is 3-13% worst-case.
 MAX_ERROR_SHARE = 0.10
-# How long before a boundary its readings start: a few readings' time on an idle machine (one
-# takes 3 ms here for a thread engine's tree), with room for a late wake-up. From then on the
-# thread reads back to back (spaced by a reading's own length, at least MIN_STEP) until one
-# begins after the boundary, so the bracket is about two readings wide, not LEAD.
-LEAD = 0.010
-MIN_STEP = 0.001
+# How long before a boundary its readings start: long enough that some reading ends before the
+# boundary even when the thread stalls. This machine (2 vCPUs, 35% of their time stolen by the
+# hypervisor at the time of writing: /proc/stat's steal column) stalled single readings of
+# 0.3 ms for 60-230 ms; a 10 ms lead lost the boundary in 3 of 6 free-threaded cells.
+LEAD = 0.100
+# From then on the thread reads until one reading begins after the boundary, sleeping between
+# readings STEP_SHARE times a reading's own length (at least MIN_STEP): at most a fifth of a core
+# for 0.2 s per cell for a big tree (a forking server's 256 children: ~5 ms a reading), ~15 ms
+# of CPU per boundary for a thread engine's (0.3 ms a reading).
+STEP_SHARE = 4
+MIN_STEP = 0.002
 
 
 class CpuReading(NamedTuple):
@@ -131,7 +142,7 @@ class WindowCPU:
                     break
                 left = at - time.monotonic()
                 if left > 0:
-                    time.sleep(min(left, max(reading.ended - reading.began, MIN_STEP)))
+                    time.sleep(min(left, max(STEP_SHARE * (reading.ended - reading.began), MIN_STEP)))
 
     def seconds(self) -> float | None:
         if self.thread is None:
