@@ -13,16 +13,14 @@ from multiserve.compare.baselines import BASELINES
 from multiserve.compare.report import TABLE_HEADER
 from multiserve.compare.runner import BASELINE_NEEDS_ENGINE
 from multiserve.engines import unavailable
-from multiserve.interpreter import free_threaded_build
 
 # The CPU of a cell's window is given only when timed readings bracket both its boundaries
 # closely (multiserve.compare.window); otherwise it is None and the report shows "–", never 0.0.
-# On the GIL build every cell here gets a figure (10 of 10 cells measured on the loaded 2-vCPU
-# reference machine). On the free-threaded build a single /proc read of the server (whose threads
-# run in parallel) blocked in the kernel for 70-830 ms with under 4 ms of the reading thread's
-# CPU (nice -10 did not help), so 3 of 10 cells there had no figure: that build checks the figure
-# is honest (positive, or None and shown as "–"), not that it is there.
-CPU_FIGURE_EVERY_CELL = not free_threaded_build()
+# How often there is none depends on the machine (measured on the loaded 2-vCPU reference
+# machine, whose hypervisor stole 12-35% of its time: about 1 cell in 20 on the GIL build, 3 in
+# 10 on the free-threaded one, where single /proc reads of the server blocked for 70-830 ms), so
+# these end-to-end checks hold a figure to being honest; the derivation itself is
+# tests/test_compare_window.py's.
 
 CELL_FIELDS = {"service", "engine", "baseline", "connections", "rps", "p50_us", "p99_us", "p999_us", "errors",
                "mismatches", "cpu_s", "rss_kib", "status", "reason", "rps_ci", "prime", "client_cpu_pct",
@@ -59,9 +57,8 @@ def report_rows(text: str) -> dict[tuple[int, str], list[str]]:
 
 
 def check_cpu(cell, rows=None):
-    """A positive CPU figure, or (the free-threaded build only, see CPU_FIGURE_EVERY_CELL) None
-    with no CPU per request and "–" in the report's row."""
-    if cell["cpu_s"] is None and not CPU_FIGURE_EVERY_CELL:
+    """A positive CPU figure and CPU per request, or None for both and "–" in the report's row."""
+    if cell["cpu_s"] is None:
         assert cell["cpu_us_per_request"] is None
         if rows is not None:
             assert rows[(cell["connections"], cell["engine"])]["CPU µs/req"] == "–"
@@ -113,14 +110,20 @@ def test_tiny_matrix_writes_results_report_and_plots(tmp_path):
     for cell in cells:
         check_cpu(cell, rows)
     report = (out / "report.md").read_text()
-    # one run per cell: no interval, so no winner is claimed, and the report says why
+    # one run per cell: no interval, so no winner is claimed, and the report says why. A cell
+    # whose client was the limit is never ranked (analysis.verdict), and at 4 connections on a
+    # quiet machine the client can be: the reason is then the one that rule gives first.
+    verdict = results["verdicts"][0]
+    bound = verdict["client_bound"]
+    assert bound == sorted(c["engine"] for c in cells if c["client_bound"])
+    reason = {0: "one run per cell: no interval, so no claim (use --repeat 3 or more)",
+              1: "the only server ranked here: nothing to compare",
+              2: "every successful cell was client-bound: no claim"}[len(bound)]
     assert results["verdicts"] == [{"service": "upper", "connections": 4, "winner": None,
-                                    "tied_with": results["verdicts"][0]["tied_with"],
-                                    "ratio": results["verdicts"][0]["ratio"],
-                                    "confidence": "one run per cell: no interval, so no claim (use --repeat 3 or more)",
-                                    "client_bound": results["verdicts"][0]["client_bound"]}]
+                                    "tied_with": verdict["tied_with"], "ratio": verdict["ratio"],
+                                    "confidence": reason, "client_bound": bound}]
     assert "★" not in report.split("## Verdicts")[1]
-    assert "no interval, so no claim" in report
+    assert reason.split(" (")[0] in report
     for cell in cells:
         assert cell["prime"]["time_s"] > 0 and cell["prime"]["max_us"] > 0
         assert 0 < cell["client_cpu_pct"] <= 100 and isinstance(cell["client_bound"], bool)
