@@ -227,9 +227,10 @@ class LoadConnection(asyncio.Protocol):
         self.recv_pos = idx * w.line_len
         return k
 
-    def _completed(self, k: int, now: int) -> None:
+    def _completed(self, k: int, now: int, refill: bool = True) -> None:
         """``k`` replies arrived at ``now``: record their latencies (inside the window only),
-        then refill the pipeline (closed loop) or send what waits in the backlog (open loop)."""
+        then refill the pipeline (closed loop) or send what waits in the backlog (open loop);
+        ``refill=False``: record only, the connection is ending (an HTTP ``Connection: close``)."""
         if not k:
             return
         w = self.w
@@ -239,10 +240,12 @@ class LoadConnection(asyncio.Protocol):
             w.done += k
         if w.open_loop:
             self._pop_pairs(k, now, recording)
-            self._drain_backlog(now)
+            if refill:
+                self._drain_backlog(now)
         else:
             self._pop_runs(k, now, recording)
-            self.send_closed(w.pipeline - self.inflight, now)
+            if refill:
+                self.send_closed(w.pipeline - self.inflight, now)
         if w.quota == 0:
             w.quota_exhausted()
 
