@@ -13,15 +13,14 @@ from multiserve.compare.baselines import BASELINES
 from multiserve.compare.report import TABLE_HEADER
 from multiserve.compare.runner import BASELINE_NEEDS_ENGINE
 from multiserve.engines import unavailable
-from multiserve.interpreter import free_threaded_build
 
-# Known defect, free-threaded build only (issue 13, found in a CI run of `make test-ft`): the
-# window's CPU readings, taken by a sleeping thread of this test process (whose GIL hdrhistogram
-# turns back on), came late enough that both fell after the load and the window read 0.0 s. compare
-# runs its load generator from the GIL venv; these CPU checks are that build's until it is fixed.
-CPU_WINDOW_ON_FT = pytest.mark.skipif(free_threaded_build(), reason=(
-    "known defect on the free-threaded build: compare's CPU-window thread reads late (0.0 s) there; "
-    "run compare from the GIL venv"))
+# The CPU of a cell's window is given only when timed readings bracket both its boundaries
+# closely (multiserve.compare.window); otherwise it is None and the report shows "–", never 0.0.
+# How often there is none depends on the machine (measured on the loaded 2-vCPU reference
+# machine, whose hypervisor stole 12-35% of its time: about 1 cell in 20 on the GIL build, 3 in
+# 10 on the free-threaded one, where single /proc reads of the server blocked for 70-830 ms), so
+# these end-to-end checks hold a figure to being honest; the derivation itself is
+# tests/test_compare_window.py's.
 
 CELL_FIELDS = {"service", "engine", "baseline", "connections", "rps", "p50_us", "p99_us", "p999_us", "errors",
                "mismatches", "cpu_s", "rss_kib", "status", "reason", "rps_ci", "prime", "client_cpu_pct",
@@ -57,6 +56,16 @@ def report_rows(text: str) -> dict[tuple[int, str], list[str]]:
     return rows
 
 
+def check_cpu(cell, rows=None):
+    """A positive CPU figure and CPU per request, or None for both and "–" in the report's row."""
+    if cell["cpu_s"] is None:
+        assert cell["cpu_us_per_request"] is None
+        if rows is not None:
+            assert rows[(cell["connections"], cell["engine"])]["CPU µs/req"] == "–"
+        return
+    assert cell["cpu_s"] > 0 and cell["cpu_us_per_request"] > 0
+
+
 def check_report_matches(out, results):
     rows = report_rows((out / "report.md").read_text())
     assert len(rows) == len(results["cells"])
@@ -73,7 +82,6 @@ def check_report_matches(out, results):
 
 
 @pytest.mark.timeout(180)
-@CPU_WINDOW_ON_FT
 def test_tiny_matrix_writes_results_report_and_plots(tmp_path):
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "multiserve", "compare", "--engines", "thread,asyncio", "--services", "upper",
@@ -95,19 +103,27 @@ def test_tiny_matrix_writes_results_report_and_plots(tmp_path):
         assert cell["baseline"] is False and cell["service"] == "upper"
         assert cell["rps"] > 0 and cell["errors"] == 0 and cell["mismatches"] == 0
         assert 0 < cell["p50_us"] <= cell["p99_us"] <= cell["p999_us"]
-        assert cell["cpu_s"] > 0 and cell["rss_kib"] > 1024  # an interpreter is over 1 MiB
+        assert cell["rss_kib"] > 1024  # an interpreter is over 1 MiB
         assert cell["raw"][0]["requests"] > 0
 
-    check_report_matches(out, results)
+    rows = check_report_matches(out, results)
+    for cell in cells:
+        check_cpu(cell, rows)
     report = (out / "report.md").read_text()
-    # one run per cell: no interval, so no winner is claimed, and the report says why
+    # one run per cell: no interval, so no winner is claimed, and the report says why. A cell
+    # whose client was the limit is never ranked (analysis.verdict), and at 4 connections on a
+    # quiet machine the client can be: the reason is then the one that rule gives first.
+    verdict = results["verdicts"][0]
+    bound = verdict["client_bound"]
+    assert bound == sorted(c["engine"] for c in cells if c["client_bound"])
+    reason = {0: "one run per cell: no interval, so no claim (use --repeat 3 or more)",
+              1: "the only server ranked here: nothing to compare",
+              2: "every successful cell was client-bound: no claim"}[len(bound)]
     assert results["verdicts"] == [{"service": "upper", "connections": 4, "winner": None,
-                                    "tied_with": results["verdicts"][0]["tied_with"],
-                                    "ratio": results["verdicts"][0]["ratio"],
-                                    "confidence": "one run per cell: no interval, so no claim (use --repeat 3 or more)",
-                                    "client_bound": results["verdicts"][0]["client_bound"]}]
+                                    "tied_with": verdict["tied_with"], "ratio": verdict["ratio"],
+                                    "confidence": reason, "client_bound": bound}]
     assert "★" not in report.split("## Verdicts")[1]
-    assert "no interval, so no claim" in report
+    assert reason.split(" (")[0] in report
     for cell in cells:
         assert cell["prime"]["time_s"] > 0 and cell["prime"]["max_us"] > 0
         assert 0 < cell["client_cpu_pct"] <= 100 and isinstance(cell["client_bound"], bool)
@@ -175,7 +191,6 @@ Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 
 
 @pytest.mark.timeout(180)
-@CPU_WINDOW_ON_FT
 def test_engines_none_measures_a_foreign_server_as_an_engine(tmp_path):
     script = tmp_path / "foreign.py"
     script.write_text(FOREIGN_SERVER)
@@ -192,7 +207,8 @@ def test_engines_none_measures_a_foreign_server_as_an_engine(tmp_path):
                                                                         ("echo", "foreign", "server")]
     for cell in cells:
         assert cell["status"] == "ok", cell["reason"]
-        assert cell["rps"] > 0 and cell["mismatches"] == 0 and cell["cpu_s"] > 0
+        assert cell["rps"] > 0 and cell["mismatches"] == 0
+        check_cpu(cell)
         assert cell["exit_codes"] == [3]  # recorded, not a failed cell
         assert cell["prime"]["max_us"] > 0 and len(cell["rps_ci"]) == 2
     assert [c["expect"] for c in cells] == ["upper", "echo"]

@@ -306,3 +306,29 @@ def test_requests_still_waiting_when_the_run_ends_are_reported_not_lost():
     assert result.requests == 0 and result.errors == {}
     assert 40 <= result.unanswered <= 60  # ~50 were due: 2 in flight, the rest waiting for room
     assert result.to_dict()["unanswered_at_end"] == result.unanswered
+
+
+def test_a_reconnect_that_completes_after_the_run_is_closed_without_an_error():
+    """The flake of test_bench_http's ``close`` case (one ``closed`` counted): a server that
+    closes after every reply makes the worker reconnect all the time; a reconnect that completed
+    just after the window ended (``connection_made``: alive again) was half-closed by the run's
+    end (``close_cleanly``) before its ``_reconnect`` resumed, and the server's EOF answering
+    ours counted as the server closing. That state, made on purpose: connected after the run."""
+    from multiserve.loadgen.worker import Worker
+
+    with FaultyServer(lambda state, line: line.upper()) as srv:
+        worker = Worker(LoadSpec(port=srv.port, connections=1, duration=0.1), 0, 1, 0, None, None)
+        loop = worker.loop = asyncio.new_event_loop()
+        conn = worker.conns[0]
+
+        async def reconnect_then_end():
+            await loop.create_connection(lambda: conn, "127.0.0.1", srv.port)
+            assert conn.alive and not worker.running  # the run is over; _reconnect has not resumed
+            await conn.close_cleanly(5.0)
+
+        try:
+            loop.run_until_complete(reconnect_then_end())
+        finally:
+            loop.close()
+    assert conn.transport.is_closing()
+    assert worker.errors == {}

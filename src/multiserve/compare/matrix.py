@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import threading
 import time
 from typing import Callable, Iterable
 
@@ -25,6 +24,7 @@ from .baselines import BASELINES, serves
 from . import peers
 from .launcher import (BACKLOG, Server, ServerFailed, TreeSampler, baseline_command, engine_command,
                        http_engine_command, server_command)
+from .window import WindowCPU
 
 MESSAGE = b"hello world"  # the request the C reference client sends too
 
@@ -174,31 +174,6 @@ def _failed(cell: Cell, reason: str, **numbers) -> dict:
     return row
 
 
-class WindowCPU:
-    """The server tree's CPU seconds inside the measured window only (not the priming, not the
-    warm-up): read when the window opens and when it closes, at the times the load's start
-    ``t0`` fixes (``on_start``), by a thread that sleeps until each."""
-
-    def __init__(self, sampler: TreeSampler, warmup: float, duration: float):
-        self.sampler, self.warmup, self.duration = sampler, warmup, duration
-        self.readings: list[float] = []
-        self.thread: threading.Thread | None = None
-
-    def on_start(self, t0: float) -> None:
-        self.thread = threading.Thread(target=self._read, args=(t0,), daemon=True)
-        self.thread.start()
-
-    def _read(self, t0: float) -> None:
-        for at in (t0 + self.warmup, t0 + self.warmup + self.duration):
-            time.sleep(max(0.0, at - time.monotonic()))
-            self.readings.append(self.sampler.cpu_seconds())
-
-    def seconds(self) -> float | None:
-        if self.thread is not None:
-            self.thread.join(timeout=self.warmup + self.duration + 10.0)
-        return self.readings[1] - self.readings[0] if len(self.readings) == 2 else None
-
-
 def run_cell(cell: Cell, load: LoadSettings) -> dict:
     """One run of ``cell``: the numbers of results.json (see the module docstring)."""
     from ..loadgen import LoadSpec, run_load
@@ -211,7 +186,7 @@ def run_cell(cell: Cell, load: LoadSettings) -> dict:
         command, port = cell.launch(load.backlog)
         with Server(command, port=port, env=env) as server:
             sampler = TreeSampler(server.pid).start()
-            window = WindowCPU(sampler, load.warmup, load.duration)
+            window = WindowCPU(sampler.cpu_reading, load.warmup, load.duration)
             try:
                 result = run_load(LoadSpec(host=server.host, port=server.port, connections=cell.connections,
                                            duration=load.duration, warmup=load.warmup, processes=load.processes,

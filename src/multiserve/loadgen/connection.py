@@ -73,8 +73,11 @@ class LoadConnection(asyncio.Protocol):
         """End the connection as a well-behaved client does: shut down the sending side (the
         server sees EOF between requests, not a reset), read what it still sends (the replies in
         flight: the worker has ended, so they are not counted) until its EOF, then close. After
-        ``timeout`` seconds without the server's EOF, abort. The caller has already set ``alive``
-        False, so the EOF is not counted as an error either."""
+        ``timeout`` seconds without the server's EOF, abort. The EOF that answers ours is not
+        counted as an error either: ``alive`` is set False here, not only by the worker's end,
+        since a reconnect can complete after that end (``connection_made`` sets ``alive`` again)
+        and be closed here before its ``_reconnect`` resumes to say the run is over."""
+        self.alive = False
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -224,9 +227,10 @@ class LoadConnection(asyncio.Protocol):
         self.recv_pos = idx * w.line_len
         return k
 
-    def _completed(self, k: int, now: int) -> None:
+    def _completed(self, k: int, now: int, refill: bool = True) -> None:
         """``k`` replies arrived at ``now``: record their latencies (inside the window only),
-        then refill the pipeline (closed loop) or send what waits in the backlog (open loop)."""
+        then refill the pipeline (closed loop) or send what waits in the backlog (open loop);
+        ``refill=False``: record only, the connection is ending (an HTTP ``Connection: close``)."""
         if not k:
             return
         w = self.w
@@ -236,10 +240,12 @@ class LoadConnection(asyncio.Protocol):
             w.done += k
         if w.open_loop:
             self._pop_pairs(k, now, recording)
-            self._drain_backlog(now)
+            if refill:
+                self._drain_backlog(now)
         else:
             self._pop_runs(k, now, recording)
-            self.send_closed(w.pipeline - self.inflight, now)
+            if refill:
+                self.send_closed(w.pipeline - self.inflight, now)
         if w.quota == 0:
             w.quota_exhausted()
 

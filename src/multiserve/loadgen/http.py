@@ -171,26 +171,10 @@ class HttpLoadConnection(LoadConnection):
             self.w.mismatch(data[:EXAMPLE_BYTES], None)
             k = self.inflight
         if responses.last or broken:  # record, but send nothing more on this connection
-            self._completed_only(k, now)
+            self._completed(k, now, refill=False)
             self._end(broken)
         else:
             self._completed(k, now)
-
-    def _completed_only(self, k: int, now: int) -> None:
-        """Record ``k`` responses without sending more on this connection."""
-        if not k:
-            return
-        w = self.w
-        self.inflight -= k
-        recording = w.recording
-        if recording:
-            w.done += k
-        if w.open_loop:
-            self._pop_pairs(k, now, recording)
-        else:
-            self._pop_runs(k, now, recording)
-        if w.quota == 0:
-            w.quota_exhausted()
 
     def _end(self, broken: bool) -> None:
         """The server ends the connection after this response (or sent what cannot be parsed):
