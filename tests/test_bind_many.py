@@ -246,14 +246,21 @@ os.execv(sys.executable, [sys.executable, "-m", "multiserve", *sys.argv[1:]])
 """]
 
 
-@pytest.mark.parametrize("activated", ["threadpool", "asyncio", "hybrid"])
-def test_systemd_socket_activation_with_two_sockets(activated, unix_path):
+def listening_pair(unix_path: str, backlog: int) -> tuple[socket.socket, socket.socket]:
+    """A listening TCP socket on 127.0.0.1 (a free port) and a listening unix socket, made here
+    as systemd (or a test's own LoopServer) would hand them over."""
     tcp = socket.socket()
     tcp.bind(("127.0.0.1", 0))
-    tcp.listen(128)
+    tcp.listen(backlog)
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind(unix_path)
-    unix.listen(128)
+    unix.listen(backlog)
+    return tcp, unix
+
+
+@pytest.mark.parametrize("activated", ["threadpool", "asyncio", "hybrid"])
+def test_systemd_socket_activation_with_two_sockets(activated, unix_path):
+    tcp, unix = listening_pair(unix_path, 128)
     port = tcp.getsockname()[1]
     env = {**os.environ, "MS_FDS": f"{tcp.fileno()},{unix.fileno()}"}
     try:
@@ -342,12 +349,7 @@ def test_loop_server_drain_accepts_the_backlog_of_every_listener(unix_path):
 
     config = make_config(engine="asyncio", grace=5)
     sessions = SessionFactory(load_service("upper", {}), protocol_factory("line", config))
-    tcp = socket.socket()
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen(16)
-    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    unix.bind(unix_path)
-    unix.listen(16)
+    tcp, unix = listening_pair(unix_path, 16)
     clients = [raw_connect(address) for address in
                [tcp.getsockname(), tcp.getsockname(), (f"unix:{unix_path}", None), (f"unix:{unix_path}", None)]]
 
