@@ -163,7 +163,10 @@ def yield_gil() -> None:
 def answer_in_turns(session, requests, send, yield_turn) -> None:
     """Answer ``requests`` (a read's worth) and write the replies with the blocking ``send``,
     PIPELINE_QUANTUM at a time, calling ``yield_turn()`` after each so that other connections
-    get theirs (a thread's ``time.sleep(0)`` hands the GIL over; gevent's a timer tick)."""
+    get theirs (a thread's ``time.sleep(0)`` hands the GIL over; gevent's a timer tick). A write
+    per quantum, not one per read: a flooder's full send buffer then blocks it early (tried:
+    writing the read's replies in one go at the end made a polite client's p99 under never-read
+    2-3x worse, threadpool 119 -> 329 ms, gevent 117 -> 260 ms, same load)."""
     if len(requests) <= PIPELINE_QUANTUM:
         send_reply(send, session.answer_all(requests))
         return
