@@ -16,6 +16,7 @@ from multiserve.compare import LoadSettings, Options, run_compare
 from multiserve.compare import peers
 from multiserve.compare.matrix import http_plan
 from multiserve.interpreter import free_threaded_build
+from test_compare import check_cpu
 
 WSGI, ASGI = (peers.DEMO_APPS[0], "wsgi"), (peers.DEMO_APPS[1], "asgi")
 TINY = LoadSettings(duration=0.3, warmup=0.1)
@@ -89,7 +90,8 @@ def test_engine_beside_a_peer_end_to_end(tmp_path, engine, app, peer):
         assert c["status"] == "ok", (name, c["reason"])
         assert c["raw"][0]["requests"] > 0 and c["rps"] > 0
         assert c["errors"] == 0 and c["mismatches"] == 0 and c["expect"] == "status+body"
-        assert c["cpu_s"] is not None and c["rss_kib"] > 0
+        assert c["rss_kib"] > 0
+        check_cpu(c)  # a figure, or none when the readings could not pin the window down
     assert cells[cell]["baseline_name"] == peer and cells[cell]["vs_baseline"] is not None
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["settings"]["protocol"] == "http" and data["settings"]["peers_missing"] == skip
