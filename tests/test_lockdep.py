@@ -270,3 +270,12 @@ def test_runner_missing_script_is_one_line():
     out = subprocess.run([sys.executable, "-m", "multiserve.lockdep", "/nonexistent/prog.py"], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 2 and out.stderr.strip() == "lockdep: no such script: /nonexistent/prog.py"
+
+
+def test_a_site_in_json_names_no_checkouts_folder():
+    """A report committed to docs/ (lab all's JSON) must not carry the machine's path."""
+    import multiserve.lab.deadlock as deadlock
+    from multiserve.lockdep.report import Site
+
+    assert Site(deadlock.__file__, 1).to_json()["file"] == "multiserve/lab/deadlock.py"
+    assert Site("/elsewhere/app.py", 3).to_json()["file"] == "/elsewhere/app.py"

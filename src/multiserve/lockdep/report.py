@@ -25,7 +25,20 @@ class Site:
         return f"{os.path.basename(self.file)}:{self.line}: {self.text}"
 
     def to_json(self) -> dict:
-        return {"file": self.file, "line": self.line, "code": self.text}
+        return {"file": portable(self.file), "line": self.line, "code": self.text}
+
+
+# The folder holding the multiserve package: a site inside it is written relative to it.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def portable(path: str) -> str:
+    """``path`` as JSON reports keep it: ``multiserve/lab/deadlock.py`` for the package's own
+    files (a report committed or sent on names no checkout's folder), else as given."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(_PACKAGE_PARENT + os.sep):
+        return os.path.relpath(absolute, _PACKAGE_PARENT)
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
