@@ -129,10 +129,11 @@ def test_metrics_count_what_the_client_sent(engine_name, protocol):
     serve_and_check_counts(engine_name, args, load)
 
 
-def serve_and_check_counts(engine: str, args: list, load) -> None:
-    """A metered server of ``engine`` under ``load(srv)``: its /metrics agree with the clients."""
+def serve_and_check_counts(engine: str, args: list, load, tls=None) -> None:
+    """A metered server of ``engine`` under ``load(srv)`` (over TLS with the client context
+    ``tls``): its /metrics agree with the clients."""
     with running_server(*engine_args(engine), *args) as srv:
-        clients = load(srv)
+        clients = load(srv) if tls is None else load(srv, tls=tls)
         try:
             check_counts(scrape_until_open(srv, CLIENTS), engine)
         finally:
@@ -156,14 +157,7 @@ def test_metrics_over_tls(engine, protocol, tmp_path):
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
     args, load = PROTOCOLS[protocol]
-    with running_server(*engine_args(engine), *args, "--certfile", str(cert), "--keyfile", str(key)) as srv:
-        clients = load(srv, tls=context)
-        try:
-            check_counts(scrape_until_open(srv, CLIENTS), engine)
-        finally:
-            for client in clients:
-                client.close()
-        assert srv.stop(30) == 0
+    serve_and_check_counts(engine, [*args, "--certfile", str(cert), "--keyfile", str(key)], load, tls=context)
 
 
 def test_a_failed_handshake_counts_as_a_tls_error(engine_name, tmp_path):
