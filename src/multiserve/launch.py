@@ -67,12 +67,12 @@ def ready_address(match) -> tuple:
 
 
 def split_address(text: str) -> tuple:
-    """(host, port) of one address as the ready line writes it: "127.0.0.1:8080",
-    "[::1]:8080", or ("unix:PATH", None) for an address without a port."""
-    host, sep, port = text.rpartition(":")
-    if text.startswith("unix:") or not sep or not port.isdigit():
-        return text, None
-    return host.removeprefix("[").removesuffix("]"), int(port)
+    """(host, port) of one address as the ready line writes it ("127.0.0.1:8080", "[::1]:8080"),
+    or ("unix:PATH", None) for one without a port: read by ``--bind``'s own parser."""
+    from .sockets import parse_bind
+
+    where = parse_bind(text)
+    return (where.host, where.port) if where.kind == "tcp" else (text, None)
 
 
 def ready_addresses(line: bytes) -> list[tuple]:
@@ -81,7 +81,7 @@ def ready_addresses(line: bytes) -> list[tuple]:
     if m is None:
         return []
     end = line.find(b"\n", m.start())
-    also = READY_ALSO.match(line, m.start(4) - len(b"pid="), end if end >= 0 else len(line))
+    also = READY_ALSO.search(line, m.start(), end if end >= 0 else len(line))
     others = also.group(1).decode().split(",") if also else []
     return [ready_address(m), *(split_address(text) for text in others)]
 
