@@ -12,8 +12,9 @@ Listening: by default the supervisor's sockets (one per ``--bind``) are shared b
 refuses nothing). With ``--reuse-port`` each worker binds its own SO_REUSEPORT socket per
 address (the kernel spreads connections over them) and the supervisor keeps only a bound,
 non-listening socket per address that reserves the port. A retiring ``--reuse-port`` worker
-accepts its whole backlogs and closes its sockets at once, then drains; a connection the kernel queues in the microseconds between that last accept and the
-close is reset (Linux migrates it instead when ``net.ipv4.tcp_migrate_req`` is 1).
+accepts its whole backlogs and closes its sockets at once, then drains; a connection the kernel
+queues in the microseconds between that last accept and the close is reset (Linux migrates it
+instead when ``net.ipv4.tcp_migrate_req`` is 1).
 
 On the shared socket the worker already running wins every accept race, so workers publish their
 open connections in the shared slot table and one far above the least-loaded leaves new
